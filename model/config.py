@@ -140,6 +140,22 @@ class VideoLlamaConfig:
     use_vision: bool = True
     use_audio: bool = True
 
+    def __post_init__(self) -> None:
+        # Widths that must agree between components are stated once per component and
+        # checked here, so a hand-edited config.json fails early with a readable message.
+        pairs = [
+            ("image_qformer.encoder_width", self.image_qformer.encoder_width, "vision.width", self.vision.width),
+            ("video_qformer.encoder_width", self.video_qformer.encoder_width,
+             "image_qformer.hidden_size", self.image_qformer.hidden_size),
+            ("audio_qformer.encoder_width", self.audio_qformer.encoder_width, "audio.out_dim", self.audio.out_dim),
+        ]
+        for name_a, a, name_b, b in pairs:
+            if a != b:
+                raise ValueError(f"config mismatch: {name_a}={a} but {name_b}={b}; they must be equal")
+        if self.vision.image_size % self.vision.patch_size:
+            raise ValueError(f"vision.image_size {self.vision.image_size} is not a multiple of "
+                             f"vision.patch_size {self.vision.patch_size}")
+
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

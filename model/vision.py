@@ -1,0 +1,89 @@
+"""EVA ViT-g/14, the image encoder of BLIP-2 and Video-LLaMA.
+
+A plain pre-norm ViT with three details that matter for loading the official
+``eva_vit_g.pth`` faithfully:
+
+- attention uses one fused ``qkv`` Linear. EVA keeps its bias as two tensors, ``q_bias``
+  and ``v_bias``, with a zero key bias; we store one fused bias ``[q_bias, 0, v_bias]`` and
+  ``model/convert.py`` builds it (the zero part gets no gradient: the encoder is frozen);
+- BLIP-2 builds only 39 of the checkpoint's 40 blocks and applies **no final norm** (the
+  output is the raw last block, later normalised by ``ln_vision`` outside this module);
+- no relative position bias, no layer scale, drop path 0 (BLIP-2's settings).
+
+The position embedding is used as is: images must be ``cfg.image_size`` square.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import VisionConfig
+
+
+class EvaAttention(nn.Module):
+    def __init__(self, width: int, num_heads: int) -> None:
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"vision width {width} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(width, 3 * width)  # bias = [q_bias, 0, v_bias] in official weights
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, W = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, W // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, N, hd)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, N, W))  # (B, N, W)
+
+
+class EvaMLP(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class EvaBlock(nn.Module):
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
+        self.attn = EvaAttention(cfg.width, cfg.num_heads)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
+        self.mlp = EvaMLP(cfg.width, cfg.mlp_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class EvaViT(nn.Module):
+    """EVA ViT-g/14 trunk: ``forward(images (N,3,H,W)) -> (N, 1+P, W)`` (CLS first)."""
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.num_patches, cfg.width))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(EvaBlock(cfg) for _ in range(cfg.depth))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.cfg.image_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+            raise ValueError(f"EVA ViT expects images (N, 3, {size}, {size}), got {tuple(images.shape)}; "
+                             "resize frames to the configured vision.image_size first")
+        x = self.patch_embed(images.to(self.patch_embed.weight.dtype))  # (N, W, h, w)
+        x = x.flatten(2).transpose(1, 2)  # (N, P, W), row-major over the patch grid
+        cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed.to(x.dtype)  # (N, 1+P, W)
+        for block in self.blocks:
+            x = block(x)
+        return x

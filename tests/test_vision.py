@@ -1,0 +1,88 @@
+"""EVA ViT-g against the reference math written out by hand (separate q_bias / v_bias)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.config import VideoLlamaConfig, VisionConfig
+from model.vision import EvaViT
+
+
+def reference_eva(state: dict, cfg: VisionConfig, images: torch.Tensor, q_bias, v_bias) -> torch.Tensor:
+    """EVA as in the original layout: qkv Linear without bias, plus q_bias and v_bias."""
+    W, nh = cfg.width, cfg.num_heads
+    hd = W // nh
+    x = F.conv2d(images, state["patch_embed.weight"], state["patch_embed.bias"], stride=cfg.patch_size)
+    N = x.shape[0]
+    x = x.reshape(N, W, -1).permute(0, 2, 1)  # (N, P, W)
+    x = torch.cat([state["cls_token"].expand(N, -1, -1), x], dim=1) + state["pos_embed"]
+    for i in range(cfg.depth):
+        p = f"blocks.{i}."
+        h = F.layer_norm(x, (W,), state[p + "norm1.weight"], state[p + "norm1.bias"], eps=cfg.norm_eps)
+        bias = torch.cat([q_bias[i], torch.zeros_like(v_bias[i]), v_bias[i]])
+        qkv = h @ state[p + "attn.qkv.weight"].T + bias
+        q, k, v = qkv.split(W, dim=-1)
+        outs = []
+        for j in range(nh):
+            sl = slice(j * hd, (j + 1) * hd)
+            a = torch.softmax((q[..., sl] * hd**-0.5) @ k[..., sl].transpose(1, 2), dim=-1)
+            outs.append(a @ v[..., sl])
+        x = x + torch.cat(outs, -1) @ state[p + "attn.proj.weight"].T + state[p + "attn.proj.bias"]
+        h = F.layer_norm(x, (W,), state[p + "norm2.weight"], state[p + "norm2.bias"], eps=cfg.norm_eps)
+        h = F.gelu(h @ state[p + "mlp.fc1.weight"].T + state[p + "mlp.fc1.bias"])
+        x = x + h @ state[p + "mlp.fc2.weight"].T + state[p + "mlp.fc2.bias"]
+    return x  # no final norm
+
+
+def test_matches_reference_with_separate_q_and_v_bias():
+    cfg = VideoLlamaConfig.from_name("tiny").vision
+    vit = EvaViT(cfg).eval()
+    q_bias = [torch.randn(cfg.width) for _ in range(cfg.depth)]
+    v_bias = [torch.randn(cfg.width) for _ in range(cfg.depth)]
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.normal_(0, 0.3)
+        for i, block in enumerate(vit.blocks):  # what the converter does: [q_bias, 0, v_bias]
+            block.attn.qkv.bias.copy_(torch.cat([q_bias[i], torch.zeros(cfg.width), v_bias[i]]))
+    images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        got = vit(images)
+        want = reference_eva(vit.state_dict(), cfg, images, q_bias, v_bias)
+    assert got.shape == (2, 1 + cfg.num_patches, cfg.width)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_key_names_and_shapes_follow_architecture_md():
+    cfg = VideoLlamaConfig.from_name("tiny").vision
+    shapes = {k: tuple(v.shape) for k, v in EvaViT(cfg).state_dict().items()}
+    W = cfg.width
+    assert shapes["patch_embed.weight"] == (W, 3, cfg.patch_size, cfg.patch_size)
+    assert shapes["patch_embed.bias"] == (W,)
+    assert shapes["cls_token"] == (1, 1, W)
+    assert shapes["pos_embed"] == (1, 1 + cfg.num_patches, W)
+    assert shapes["blocks.1.attn.qkv.weight"] == (3 * W, W)
+    assert shapes["blocks.1.attn.qkv.bias"] == (3 * W,)
+    assert shapes["blocks.1.mlp.fc1.weight"] == (cfg.mlp_dim, W)
+    per_block = {k.split(".", 2)[2] for k in shapes if k.startswith("blocks.0.")}
+    assert per_block == {f"{m}.{t}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+                         for t in ("weight", "bias")}
+    assert not any(k.startswith(("norm.", "head", "fc_norm")) for k in shapes)  # no final norm
+
+
+def test_full_size_parameter_count_on_meta():
+    cfg = VideoLlamaConfig.from_name("video-llama-2-7b").vision
+    with torch.device("meta"):
+        vit = EvaViT(cfg)
+    W, L = 1408, 39
+    block = 4 * W + (3 * W * W + 3 * W) + (W * W + W) + 2 * (W * 6144) + 6144 + W
+    stem = W * 3 * 14 * 14 + W + W + 257 * W
+    assert sum(p.numel() for p in vit.parameters()) == stem + L * block
+    assert len(vit.blocks) == 39
+
+
+def test_wrong_image_size_is_a_clear_error():
+    vit = EvaViT(VideoLlamaConfig.from_name("tiny").vision)
+    with pytest.raises(ValueError, match=r"expects images \(N, 3, 28, 28\)"):
+        vit(torch.randn(1, 3, 32, 32))

@@ -1,0 +1,352 @@
+"""The chat engine: conversations about media, served to many callers at once.
+
+One ``ChatEngine`` holds one or more loaded models and serves any number of conversations.
+Requests go through a bounded queue to ``concurrency`` worker threads; each ``ask`` returns
+an iterator of text deltas fed by the worker. Two caches keep follow-up turns cheap:
+
+- frozen media features (``encode_frames`` / ``encode_clips`` outputs), keyed by the file's
+  content hash, the load options and the fingerprint of the encoder weights, so another turn
+  or another checkpoint with the same frozen encoders does not encode the file again;
+- the KV cache of each conversation, so a follow-up turn runs the LLM only over new tokens.
+
+Example:
+    engine = ChatEngine({"toy": load_model("checkpoints/toy-world")})
+    conv = engine.new_conversation()
+    engine.attach_media(conv, "clip.mp4")
+    for delta in engine.ask(conv, "What is moving?"):
+        print(delta, end="", flush=True)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from model.cache import LRUCache
+from model.conversation import Attachment, Conversation, Turn
+from model.generate import GenerationSettings
+from model.media_common import LoadOptions
+from model.prompts import IMAGE_SLOT
+from model.turn import run_turn
+
+__all__ = ["ChatEngine", "ChatError", "BadRequest", "EngineBusy", "GenerationSettings", "Conversation"]
+
+MAX_QUESTION_CHARS = 20_000  # refuse pasted novels before tokenizing them
+KV_CONVERSATIONS = 8  # conversations whose KV cache is kept (each can be ~1 GB on a 7B model)
+
+
+class ChatError(ValueError):
+    """Base class of the engine's errors; the message says what to do."""
+
+
+class BadRequest(ChatError):
+    """The request cannot be served as given (empty question, missing file, ...)."""
+
+
+class EngineBusy(ChatError):
+    """The request queue is full; try again shortly."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Request:
+    conv: Conversation
+    action: str  # "ask" or "regenerate"
+    question: str | None
+    settings: GenerationSettings
+    out: queue.Queue = dataclasses.field(default_factory=queue.Queue)
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    submitted: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def emit(self, delta: str) -> None:
+        if delta:
+            self.out.put(("delta", delta))
+
+
+class ChatEngine:
+    """Serve conversations about media over one or more models.
+
+    Args:
+        models: name -> loaded ``VideoLlama`` (with ``config``, ``tokenizer``, ``fingerprints``).
+        concurrency: worker threads generating at the same time.
+        queue_size: requests that may wait for a worker before ``EngineBusy`` is raised.
+        media_cache_items: entries in each media cache (decoded files; frozen features).
+        media_options: base ``LoadOptions`` (frame count and audio use are set per attachment).
+    """
+
+    def __init__(self, models: dict[str, Any], *, concurrency: int = 1, queue_size: int = 16,
+                 media_cache_items: int = 32, media_options: LoadOptions | None = None):
+        if not models:
+            raise ValueError("ChatEngine needs at least one model")
+        if concurrency < 1 or queue_size < 1:
+            raise ValueError("concurrency and queue_size must be at least 1")
+        for name, model in models.items():
+            if getattr(model, "config", None) is None or getattr(model, "tokenizer", None) is None:
+                raise ValueError(f"model {name!r} has no config or tokenizer; load it with model.checkpoint.load_model")
+        self.models = dict(models)
+        self.model_names = list(self.models)
+        self.media_options = media_options or LoadOptions()
+        self.encoder_calls: collections.Counter = collections.Counter()
+        self.features = LRUCache(media_cache_items)  # frozen encoder outputs
+        self.loaded = LRUCache(media_cache_items)  # decoded media files
+        self._kv_owners = LRUCache(KV_CONVERSATIONS)  # conversation id -> conversation holding a KV cache
+        self._lock = threading.Lock()
+        self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._workers = [threading.Thread(target=self._work, name=f"chat-worker-{i}", daemon=True)
+                         for i in range(concurrency)]
+        for worker in self._workers:
+            worker.start()
+
+    # -- conversations -------------------------------------------------------------
+    def new_conversation(self, model: str | None = None) -> Conversation:
+        name = model or self.model_names[0]
+        if name not in self.models:
+            raise BadRequest(f"unknown model {name!r}; loaded models: {', '.join(self.model_names)}")
+        return Conversation(model=name)
+
+    def attach_media(self, conv: Conversation, path: str | os.PathLike, *, kind: str | None = None,
+                     use_audio: bool = True, num_frames: int = 8) -> Any:
+        """Load a media file and make it the subject of ``conv`` (before its first question).
+
+        Args:
+            kind: "video", "image" or "audio"; None guesses from the file.
+            use_audio: give the model the video's sound (ignored for images).
+            num_frames: frames sampled from a video.
+
+        Returns:
+            The ``MediaInput`` (frames, fbank, ``has_audio``, ``notes``, ...).
+        """
+        from model.media import load_media  # the media loader imports heavy decoders
+
+        model = self.models[conv.model]
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise BadRequest(f"media file not found: {path!r}; check the path")
+        if kind not in (None, "video", "image", "audio"):
+            raise BadRequest(f"unknown media kind {kind!r}; use 'video', 'image' or 'audio'")
+        options = dataclasses.replace(self.media_options, num_frames=num_frames,
+                                      use_audio=use_audio and model.config.use_audio)
+        stat = os.stat(path)
+        load_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, kind, _options_key(options, True))
+        start = time.perf_counter()
+        media = self.loaded.get(load_key)
+        if media is None:
+            media = load_media(path, options) if kind is None else load_media(path, options, kind=kind)
+            self.loaded.put(load_key, media)
+        attachment = self._attachment(model, path, media, options, use_audio)
+        attachment.load_seconds = time.perf_counter() - start
+        self.cancel(conv)
+        with conv.lock:
+            if conv.turns:
+                raise BadRequest("this conversation already has questions; clear() it or start a new "
+                                 "conversation to talk about another file")
+            conv.media = attachment
+            conv.reset_caches()
+        return media
+
+    def _attachment(self, model: Any, path: str, media: Any, options: LoadOptions, use_audio: bool) -> Attachment:
+        kind = getattr(media, "kind", None) or ("audio" if getattr(media, "frames", None) is None else "video")
+        notes = list(getattr(media, "notes", []) or [])
+        has_audio = bool(getattr(media, "has_audio", False)) and getattr(media, "fbank", None) is not None
+        if kind == "audio" and not model.config.use_audio:
+            raise BadRequest(f"model {model.config.name!r} has no audio branch; attach a video or an image")
+        if kind in ("video", "image") and not model.config.use_vision:
+            raise BadRequest(f"model {model.config.name!r} has no vision branch; attach an audio file")
+        sound = False
+        if kind == "video" and use_audio:
+            if not model.config.use_audio:
+                notes.append("this model has no audio branch: the sound is not used")
+            elif not has_audio:
+                notes.append("this video has no sound")
+            else:
+                sound = True
+        if kind == "audio":
+            if not has_audio:
+                raise BadRequest(f"no audio could be read from {path!r}")
+            sound = True
+        return Attachment(path=path, kind=kind, media=media, use_audio=sound,
+                          options_key=_options_key(options, False), notes=_unique(notes))
+
+    def ask(self, conv: Conversation, question: str, settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Ask a question; returns an iterator of text deltas. The answer is stored in ``conv``
+        when the iterator ends. Bad input raises ``BadRequest`` here, before anything runs."""
+        question = self._check_question(conv, question)
+        return self._stream(_Request(conv, "ask", question, self._check_settings(settings)))
+
+    def regenerate(self, conv: Conversation, settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Answer the last question again (replacing its answer)."""
+        if not conv.turns:
+            raise BadRequest("nothing to regenerate: the conversation has no question yet")
+        return self._stream(_Request(conv, "regenerate", None, self._check_settings(settings)))
+
+    def undo(self, conv: Conversation) -> None:
+        """Remove the last question and its answer (cancelling it if it is running)."""
+        self.cancel(conv)
+        with conv.lock:
+            if conv.turns:
+                conv.turns.pop()
+                conv.first_turn = min(conv.first_turn, max(0, len(conv.turns) - 1))
+
+    def clear(self, conv: Conversation) -> None:
+        """Forget the media and every turn; the conversation keeps its model."""
+        self.cancel(conv)
+        with conv.lock:
+            conv.turns.clear()
+            conv.media = None
+            conv.first_turn = 0
+            conv.reset_caches()
+            conv.last_trace = {}
+
+    def cancel(self, conv: Conversation) -> None:
+        """Stop the running (and any queued) request of ``conv``; the stream ends within a token."""
+        with self._lock:
+            requests = list(conv.requests)
+        for request in requests:
+            request.cancel.set()
+
+    def drop_kv_cache(self, conv: Conversation) -> None:
+        """Forget the conversation's KV cache: the next turn recomputes the whole prompt."""
+        with conv.lock:
+            conv.kv = None
+
+    def trace(self, conv: Conversation) -> dict:
+        """What happened in the last turn: prompt, stage timings, shapes, token counts, notes."""
+        with conv.lock:
+            return dict(conv.last_trace)
+
+    def close(self) -> None:
+        """Stop the workers after the queued requests (the engine is unusable afterwards)."""
+        for _ in self._workers:
+            self._jobs.put(None)
+
+    # -- checks --------------------------------------------------------------------
+    def _check_question(self, conv: Conversation, question: Any) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise BadRequest("the question is empty; type a question")
+        question = question.strip()
+        if IMAGE_SLOT in question:
+            raise BadRequest(f"the question may not contain {IMAGE_SLOT!r} (it marks where media goes)")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise BadRequest(f"the question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+        model = self.models[conv.model]
+        budget = model.config.llm.max_context - _media_token_count(model, conv.media) - 1
+        n = len(model.tokenizer(question, add_special_tokens=False)["input_ids"])
+        if n > budget:
+            raise BadRequest(f"the question is {n} tokens but only {budget} fit in the model's context "
+                             f"of {model.config.llm.max_context} tokens with the media; shorten it")
+        return question
+
+    @staticmethod
+    def _check_settings(settings: GenerationSettings | None) -> GenerationSettings:
+        settings = settings or GenerationSettings()
+        try:
+            settings.check()
+        except ValueError as err:
+            raise BadRequest(str(err)) from err
+        return settings
+
+    # -- queue and workers ------------------------------------------------------------
+    def _stream(self, request: _Request) -> Iterator[str]:
+        conv = request.conv
+        with self._lock:  # not conv.lock: that one is held while an answer is generated
+            conv.requests.append(request)
+        try:
+            self._jobs.put_nowait(request)
+        except queue.Full:
+            with self._lock:
+                conv.requests.remove(request)
+            raise EngineBusy(f"{self._jobs.maxsize} requests are already waiting; try again shortly") from None
+        return self._drain(request)
+
+    @staticmethod
+    def _drain(request: _Request) -> Iterator[str]:
+        try:
+            while True:
+                kind, value = request.out.get()
+                if kind == "delta":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            request.cancel.set()  # the caller stopped reading: free the worker
+
+    def _work(self) -> None:
+        while True:
+            request = self._jobs.get()
+            if request is None:
+                return
+            conv = request.conv
+            try:
+                with conv.lock:
+                    if not request.cancel.is_set():
+                        self._serve(request)
+                request.out.put(("done", None))
+            except Exception as err:  # reported to this request's caller only
+                request.out.put(("error", err))
+            finally:
+                with self._lock:
+                    if request in conv.requests:
+                        conv.requests.remove(request)
+
+    def _serve(self, request: _Request) -> None:
+        conv = request.conv
+        if request.action == "ask":
+            conv.turns.append(Turn(request.question))
+            previous = None
+        else:
+            if not conv.turns:
+                raise BadRequest("nothing to regenerate: the conversation has no question yet")
+            previous, conv.turns[-1].answer = conv.turns[-1].answer, None
+        try:
+            run_turn(self, request)
+        except BaseException:
+            conv.kv = None  # the cache may be half-updated
+            if request.action == "ask":
+                conv.turns.pop()
+            else:
+                conv.turns[-1].answer = previous
+            raise
+        if conv.kv is not None:
+            evicted = self._keep_kv(conv)
+            if evicted is not None and evicted is not conv:
+                with evicted.lock:
+                    evicted.kv = None
+
+    def _keep_kv(self, conv: Conversation) -> Conversation | None:
+        """Record that ``conv`` holds a KV cache; return a conversation whose cache must go."""
+        with self._lock:
+            oldest = None
+            if conv.id not in self._kv_owners and len(self._kv_owners) >= KV_CONVERSATIONS:
+                oldest_id = next(iter(self._kv_owners._items))
+                oldest = self._kv_owners.pop(oldest_id)
+            self._kv_owners.put(conv.id, conv)
+            return oldest
+
+    def count_encoder_call(self, branch: str) -> None:
+        with self._lock:
+            self.encoder_calls[branch] += 1
+
+
+def _options_key(options: LoadOptions, with_audio: bool) -> tuple:
+    """Load options that shape the tensors (limits and timeouts do not)."""
+    skip = {"max_bytes", "max_duration_s", "max_pixels", "timeout_s"} | (set() if with_audio else {"use_audio"})
+    return tuple((k, v) for k, v in dataclasses.asdict(options).items() if k not in skip)
+
+
+def _media_token_count(model: Any, attachment: Attachment | None) -> int:
+    if attachment is None:
+        return 0
+    _, slots = attachment.message_and_slots
+    per_branch = {"video": model.config.video_qformer.num_queries, "audio": model.config.audio_qformer.num_queries}
+    return sum(per_branch[s] for s in slots)
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,201 @@
+"""Token generation: a streaming decode loop over a KV cache, and stop-text handling.
+
+The loop is our own rather than ``generate()`` so that the engine can keep a
+conversation's KV cache between turns (a follow-up turn prefills only its new tokens) and
+check a cancel flag between tokens. Sampling reuses transformers' logits processors, so
+temperature, top-p, top-k and repetition penalty mean exactly what they mean there. Beam
+search is rare in chat and is delegated to ``generate()`` (no streaming, no cache reuse).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling settings; defaults are the original `Chat.answer`'s."""
+
+    max_new_tokens: int = 300
+    temperature: float = 1.0
+    top_p: float = 0.9
+    top_k: int = 0  # 0: off (the original does not set it)
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    seed: int | None = None  # None: a fresh random draw each time
+    do_sample: bool = True  # the original hard-codes sampling
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting that is out of range."""
+        rules = [
+            ("max_new_tokens", self.max_new_tokens >= 1, "at least 1"),
+            ("temperature", self.temperature >= 0, "0 or more (0 means greedy)"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("top_k", self.top_k >= 0, "0 (off) or more"),
+            ("num_beams", 1 <= self.num_beams <= 16, "between 1 and 16"),
+            ("repetition_penalty", self.repetition_penalty > 0, "above 0 (1.0 is off)"),
+        ]
+        for name, ok, what in rules:
+            if not ok:
+                raise ValueError(f"generation setting {name}={getattr(self, name)!r} must be {what}")
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0
+
+
+def build_processors(settings: GenerationSettings) -> LogitsProcessorList:
+    """Logits processors in the order transformers' ``generate`` applies them."""
+    procs = LogitsProcessorList()
+    if settings.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if not settings.greedy:
+        if settings.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k > 0:
+            procs.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            procs.append(TopPLogitsWarper(settings.top_p))
+    return procs
+
+
+def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+@torch.no_grad()
+def stream_tokens(
+    llm: Any,
+    new_embeds: torch.Tensor,
+    cache: DynamicCache,
+    settings: GenerationSettings,
+    stop_ids: set[int],
+    cancel: threading.Event | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """Prefill ``new_embeds`` (1, L, D) on top of ``cache``, then yield sampled token ids.
+
+    The cache grows in place: after the loop it holds the prompt and every yielded id
+    except the last one (which was never fed back). A stop id is yielded and ends the loop.
+    The loop also ends when ``cancel`` is set (checked before every token) or when the
+    caller closes the iterator.
+    """
+    procs = build_processors(settings)
+    device = new_embeds.device
+    if generator is None:
+        generator = make_generator(settings.seed, device)
+    logits = llm(inputs_embeds=new_embeds, past_key_values=cache, use_cache=True).logits[:, -1, :]
+    produced = torch.empty((1, 0), dtype=torch.long, device=device)  # what repetition penalty sees
+    for step in range(settings.max_new_tokens):
+        if cancel is not None and cancel.is_set():
+            return
+        scores = procs(produced, logits.float())
+        if settings.greedy:
+            next_id = scores.argmax(dim=-1, keepdim=True)  # (1, 1)
+        else:
+            probs = torch.softmax(scores, dim=-1)
+            next_id = torch.multinomial(probs, 1, generator=generator)  # (1, 1)
+        token = int(next_id)
+        yield token
+        if token in stop_ids or step == settings.max_new_tokens - 1:
+            return
+        produced = torch.cat([produced, next_id], dim=1)
+        logits = llm(input_ids=next_id, past_key_values=cache, use_cache=True).logits[:, -1, :]
+
+
+class _CancelCriteria(StoppingCriteria):
+    def __init__(self, cancel: threading.Event | None):
+        self.cancel = cancel
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.BoolTensor:
+        stop = self.cancel is not None and self.cancel.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+@torch.no_grad()
+def beam_tokens(llm: Any, embeds: torch.Tensor, settings: GenerationSettings, stop_ids: set[int],
+                cancel: threading.Event | None = None) -> list[int]:
+    """Beam search (optionally sampled) through ``generate``; returns the new ids."""
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)  # generate() samples from the global generator
+    kwargs: dict[str, Any] = dict(do_sample=not settings.greedy, num_beams=settings.num_beams,
+                                  max_new_tokens=settings.max_new_tokens,
+                                  repetition_penalty=settings.repetition_penalty, length_penalty=1.0)
+    if not settings.greedy:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    out = llm.generate(inputs_embeds=embeds, attention_mask=mask, eos_token_id=sorted(stop_ids) or None,
+                       pad_token_id=min(stop_ids) if stop_ids else 0,
+                       stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]), **kwargs)
+    return [int(t) for t in out[0]]  # with inputs_embeds only, generate returns just the new ids
+
+
+class TextStream:
+    """Turns a growing list of token ids into text deltas that never contain stop text.
+
+    The whole id list is decoded each time and only the new text is emitted, because
+    SentencePiece decodes a token differently depending on what precedes it. Text that
+    could be the start of a stop string (``#`` when ``###`` stops) is held back until
+    the next tokens show whether it is one; an unfinished UTF-8 character likewise.
+    """
+
+    def __init__(self, tokenizer: Any, stop_strings: list[str]):
+        self.tokenizer = tokenizer
+        self.stop_strings = [s for s in stop_strings if s]
+        self.ids: list[int] = []
+        self.text = ""  # decoded answer so far, cut at a stop string
+        self.emitted = 0  # characters of self.text already handed out
+        self.stopped = False  # a stop string was found
+
+    def push(self, token_id: int) -> str:
+        """Add one id; return the text that is now safe to show ('' if none)."""
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        cut = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text, self.stopped = text[:cut], True
+            return self._emit(len(self.text))
+        self.text = text
+        safe = len(text) - self._held_back(text)
+        if text.endswith("\ufffd"):  # the rest of a multi-byte character is still to come
+            safe = min(safe, len(text) - 1)
+        return self._emit(safe)
+
+    def finish(self) -> str:
+        """Release what was held back (the answer ended without completing a stop string)."""
+        if self.text.endswith("\ufffd"):
+            self.text = self.text[:-1]
+        return self._emit(len(self.text))
+
+    def _emit(self, end: int) -> str:
+        end = max(end, self.emitted)
+        delta, self.emitted = self.text[self.emitted:end], end
+        return delta
+
+    def _held_back(self, text: str) -> int:
+        """Length of the longest tail of ``text`` that begins some stop string."""
+        best = 0
+        for stop in self.stop_strings:
+            for n in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:n]):
+                    best = n
+                    break
+        return best

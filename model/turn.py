@@ -1,0 +1,203 @@
+"""One turn of a conversation, run on an engine worker: media -> prompt -> streamed answer.
+
+Split from ``model/engine.py`` (which owns queues, threads and the public API) so that each
+stage of a turn reads top to bottom: media tokens (frozen features from the shared cache,
+adapters per model), the prompt (with old turns dropped to fit the context), generation
+(reusing the conversation's KV cache), and the trace the web app shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+
+from model.cache import KVState, Piece, pieces_after
+from model.conversation import Attachment, Conversation, prompt_keys, prompt_pieces, render_prompt
+from model.generate import GenerationSettings, TextStream, beam_tokens, stream_tokens
+from model.prompts import get_template, stop_strings, stop_token_ids
+
+
+def run_turn(engine: Any, request: Any) -> None:
+    """Answer the last (pending) turn of ``request.conv``, emitting deltas to ``request``."""
+    conv: Conversation = request.conv
+    model = engine.models[conv.model]
+    start = time.perf_counter()
+    trace: dict[str, Any] = {"model": conv.model, "template": model.config.llm.template,
+                             "timings": {"queue_wait": start - request.submitted},
+                             "shapes": {}, "tokens": {}, "notes": [],
+                             "settings": dataclasses.asdict(request.settings)}
+    if conv.media is not None:
+        trace["timings"]["decode"] = conv.media.load_seconds
+        trace["notes"] += conv.media.notes
+        trace["media"] = {"path": conv.media.path, "kind": conv.media.kind, "sound": conv.media.use_audio}
+    media = media_tokens(engine, conv, model, trace)
+    pieces, max_new = plan_prompt(conv, model, media, request.settings, trace)
+    settings = dataclasses.replace(request.settings, max_new_tokens=max_new)
+    generate_answer(conv, model, pieces, settings, request, trace)
+    trace["timings"]["total"] = time.perf_counter() - start
+    conv.last_trace = trace
+
+
+# -- media -------------------------------------------------------------------------------
+def media_tokens(engine: Any, conv: Conversation, model: Any, trace: dict) -> dict[str, torch.Tensor]:
+    """LLM soft tokens for the attached media, per branch: {"video": (1, Qv, D), "audio": (1, Qa, D)}."""
+    att = conv.media
+    if att is None:
+        return {}
+    _, slots = att.message_and_slots
+    key = (conv.model, att.id)
+    cached = conv.media_tokens.get(key)
+    if cached is not None and set(slots) <= set(cached):
+        trace["notes"].append("media tokens reused from an earlier turn")
+        _record_media_shapes(trace, cached)
+        return cached
+    out = {}
+    with torch.no_grad():
+        if "video" in slots:
+            feats = frozen_features(engine, model, att, "vision", trace)  # (1, T, Qi, H)
+            t = time.perf_counter()
+            out["video"] = model.video_tokens(feats)  # (1, Qv, D)
+            trace["timings"]["adapters"] = trace["timings"].get("adapters", 0.0) + time.perf_counter() - t
+        if "audio" in slots:
+            feats = frozen_features(engine, model, att, "audio", trace)  # (1, S, E)
+            t = time.perf_counter()
+            out["audio"] = model.audio_tokens(feats)  # (1, Qa, D)
+            trace["timings"]["adapters"] = trace["timings"].get("adapters", 0.0) + time.perf_counter() - t
+    conv.media_tokens[key] = out
+    _record_media_shapes(trace, out)
+    return out
+
+
+def frozen_features(engine: Any, model: Any, att: Attachment, branch: str, trace: dict) -> torch.Tensor:
+    """Frozen encoder output for the attachment, from the engine's cache when possible.
+
+    The key is (file content hash, load options, encoder fingerprint): checkpoints that share
+    frozen encoder weights (same fingerprint) share entries; the adapters run per model.
+    """
+    media = att.media
+    fingerprint = (getattr(model, "fingerprints", None) or {}).get(branch) or f"unshared-model-{id(model)}"
+    content = getattr(media, "sha256", None) or f"object-{id(media)}"
+    key = (content, att.options_key, branch, fingerprint)
+    feats = engine.features.get(key)
+    name = "vision_encode" if branch == "vision" else "audio_encode"
+    if feats is not None:
+        trace["timings"][name] = 0.0
+        trace["notes"].append(f"{branch} features from the media cache (encoder skipped)")
+        return feats
+    t = time.perf_counter()
+    if branch == "vision":
+        frames = media.frames
+        frames = frames[None] if frames.ndim == 4 else frames  # (1, T, 3, H, W)
+        trace["shapes"]["frames"] = list(frames.shape)
+        feats = model.encode_frames(frames)  # (1, T, Qi, H)
+    else:
+        fbank = media.fbank
+        fbank = fbank[None] if fbank.ndim == 4 else fbank  # (1, S, 1, M, F)
+        trace["shapes"]["fbank"] = list(fbank.shape)
+        feats = model.encode_clips(fbank)  # (1, S, E)
+    engine.count_encoder_call(branch)
+    engine.features.put(key, feats)
+    trace["timings"][name] = time.perf_counter() - t
+    trace["shapes"]["frame_features" if branch == "vision" else "clip_embeddings"] = list(feats.shape)
+    return feats
+
+
+def _record_media_shapes(trace: dict, media: dict[str, torch.Tensor]) -> None:
+    for branch, tokens in media.items():
+        trace["shapes"][f"{branch}_tokens"] = list(tokens.shape)
+
+
+# -- prompt ------------------------------------------------------------------------------
+def plan_prompt(conv: Conversation, model: Any, media: dict[str, torch.Tensor], settings: GenerationSettings,
+                trace: dict) -> tuple[list[Piece], int]:
+    """Render and tokenize the prompt, dropping the oldest turns (never the media) until
+    prompt + ``max_new_tokens`` fits ``config.llm.max_context``; returns (pieces, max_new)."""
+    from model.engine import BadRequest  # engine imports this module
+
+    template = get_template(model.config.llm.template)
+    budget = min(model.config.llm.max_context, model.config.llm.max_positions)
+    add_bos = template.style != "tokenizer"  # a chat template writes its own BOS, if any
+    attachment_id = conv.media.id if conv.media else 0
+    start = conv.first_turn
+    while True:
+        prompt, slots = render_prompt(conv, template, model.tokenizer, start)
+        pieces = prompt_pieces(prompt, slots, media, attachment_id, model.tokenizer, add_bos)
+        length = sum(len(p) for p in pieces)
+        if length + settings.max_new_tokens <= budget or start >= len(conv.turns) - 1:
+            break
+        start += 1
+    if start > conv.first_turn:
+        trace["notes"].append(f"dropped {start - conv.first_turn} oldest turn(s) to fit the "
+                              f"{budget}-token context (the media is kept)")
+        conv.first_turn = start
+    if conv.first_turn:
+        trace["notes"].append(f"the model sees the last {len(conv.turns) - conv.first_turn} of "
+                              f"{len(conv.turns)} turns")
+    max_new = settings.max_new_tokens
+    if length + max_new > budget:
+        if length >= budget:
+            raise BadRequest(f"the prompt is {length} tokens, over the model's {budget}-token context; "
+                             "ask a shorter question")
+        max_new = budget - length
+        trace["notes"].append(f"answer limited to {max_new} tokens to fit the context")
+    trace["prompt"] = prompt
+    trace["tokens"].update(prompt=length, media=sum(len(p) for p in pieces if p.ids is None),
+                           turns_in_prompt=len(conv.turns) - conv.first_turn)
+    return pieces, max_new
+
+
+# -- generation --------------------------------------------------------------------------
+def generate_answer(conv: Conversation, model: Any, pieces: list[Piece], settings: GenerationSettings,
+                    request: Any, trace: dict) -> None:
+    """Stream the answer to ``request`` and store it in the conversation's last turn."""
+    template = get_template(model.config.llm.template)
+    tokenizer = model.tokenizer
+    keys = prompt_keys(pieces)
+    beams = settings.num_beams > 1
+    kv = KVState() if beams or conv.kv is None else conv.kv
+    reused = 0 if beams else kv.reuse(keys)
+    t = time.perf_counter()
+    with torch.no_grad():
+        embeds = model.embed_interleaved([p.tensor() for p in pieces_after(pieces, reused)])  # (1, L, D)
+    trace["timings"]["embed"] = time.perf_counter() - t
+    trace["shapes"]["prompt_embeds"] = list(embeds.shape)
+    trace["tokens"].update(reused=reused, prefilled=embeds.shape[1])
+    stop_ids = stop_token_ids(tokenizer, getattr(model.llm, "generation_config", None))
+    stream = TextStream(tokenizer, stop_strings(template, tokenizer))
+    if beams:
+        tokens = iter(beam_tokens(model.llm, embeds, settings, stop_ids, request.cancel))
+    else:
+        tokens = stream_tokens(model.llm, embeds, kv.cache, settings, stop_ids, request.cancel)
+    generated: list[int] = []
+    t = time.perf_counter()
+    try:
+        for token in tokens:
+            if not generated:
+                trace["timings"]["prefill"] = time.perf_counter() - t  # includes the first sample
+                trace["timings"]["first_token"] = time.perf_counter() - request.submitted
+            if token in stop_ids:
+                break
+            generated.append(token)
+            request.emit(stream.push(token))
+            if stream.stopped or request.cancel.is_set():
+                break
+    finally:
+        getattr(tokens, "close", lambda: None)()
+    elapsed = time.perf_counter() - t
+    if not stream.stopped:
+        request.emit(stream.finish())
+    if request.cancel.is_set():
+        trace["notes"].append("stopped before the end")
+    conv.turns[-1].answer = stream.text.strip()
+    trace["tokens"]["new"] = len(generated)
+    trace["timings"]["generate"] = elapsed
+    trace["tokens_per_second"] = len(generated) / elapsed if elapsed > 0 else 0.0
+    if beams:
+        conv.kv = None
+    else:
+        fed = kv.cache.get_seq_length() - len(keys)  # generated ids fed back into the cache
+        kv.keys = keys + generated[:max(0, fed)]
+        conv.kv = kv

@@ -1,0 +1,314 @@
+"""Chat-tab handlers: plain functions over the chat engine, one `ChatSession` per browser tab.
+
+Each handler takes the engine explicitly (ui.py binds it with functools.partial), the
+tab's session, and the values of the page's controls, and returns or yields plain values.
+The chat history shown in the page is rebuilt from the session's own list of turns, so
+nothing depends on the format Gradio sends messages back in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from model.engine import GenerationSettings
+from model.media import MediaError
+
+log = logging.getLogger(__name__)
+
+MODE_AV = "Audio + vision"
+MODE_VISION = "Vision only"
+MODE_AUDIO = "Audio only"
+MODES = (MODE_AV, MODE_VISION, MODE_AUDIO)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".flac", ".ogg", ".oga", ".opus", ".aac"}
+
+# The API's optional settings: GenerationSettings fields plus these media options.
+MEDIA_SETTING_KEYS = ("mode", "num_frames", "model")
+
+
+@dataclass
+class ChatSession:
+    """Everything one browser tab (or one API client) owns. Never shared between tabs."""
+
+    conv: Any = None  # the engine's Conversation
+    model: str | None = None
+    media_path: str | None = None
+    media: Any = None  # the MediaInput the engine returned, for the under-the-hood tab
+    mode: str = MODE_AV
+    num_frames: int = 8
+    turns: list[list[str]] = field(default_factory=list)  # [question, answer] pairs
+
+    def messages(self) -> list[dict[str, str]]:
+        """The chat history in Gradio's messages format."""
+        out = []
+        for question, answer in self.turns:
+            out.append({"role": "user", "content": question})
+            out.append({"role": "assistant", "content": answer})
+        return out
+
+
+def error_text(err: Exception) -> str:
+    """A message for the page. Media errors already read well; anything else is logged."""
+    if isinstance(err, MediaError):
+        return str(err)
+    if isinstance(err, (ValueError, KeyError)):
+        return str(err).strip("'\"")
+    log.exception("unexpected error in a handler")
+    return f"Something went wrong ({type(err).__name__}: {err}). The app is still running; try again."
+
+
+def media_kind(path: str | Path) -> str:
+    """'image', 'audio' or 'video' from the file name (the media loader checks the content)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
+    return "video"
+
+
+def close_session(engine, session: ChatSession | None) -> None:
+    """Free a finished tab's conversation (Gradio calls this when the tab's state expires)."""
+    if session is not None and session.conv is not None:
+        engine.clear(session.conv)
+
+
+# -- media ---------------------------------------------------------------------------
+
+
+@dataclass
+class MediaStatus:
+    """What the page shows after a file is loaded: a note and how the mode choice looks."""
+
+    note: str
+    mode: str
+    mode_enabled: bool
+    mode_info: str
+    kind: str | None = None
+
+
+def _attach(engine, session: ChatSession) -> Any:
+    """Start a fresh conversation on the session's media with its mode and frame count."""
+    session.conv = engine.new_conversation(session.model)
+    session.turns = []
+    session.media = None
+    kind = media_kind(session.media_path)
+    use_audio = session.mode != MODE_VISION
+    if session.mode == MODE_AUDIO and kind == "video":
+        kind = "audio"  # ask about the soundtrack only
+    session.media = engine.attach_media(session.conv, session.media_path, kind=kind,
+                                        use_audio=use_audio, num_frames=session.num_frames)
+    return session.media
+
+
+def describe_media(media: Any) -> str:
+    frames = 0 if media.frames_uint8 is None else len(media.frames_uint8)
+    parts = [f"Loaded a {media.kind}"]
+    if frames:
+        parts.append(f"{frames} frame{'s' if frames != 1 else ''}")
+    if media.has_audio:
+        parts.append(f"{len(media.clip_starts)} audio clips")
+    elif media.kind == "video":
+        parts.append("no sound")
+    text = ", ".join(parts) + "."
+    notes = [str(n) for n in (media.notes or [])]
+    return text + ("" if not notes else " " + " ".join(notes))
+
+
+def load_media(engine, session: ChatSession | None, path: str | None, mode: str,
+               num_frames: int, model: str | None = None) -> tuple[ChatSession, MediaStatus]:
+    """Attach a newly uploaded or recorded file, starting a new conversation about it."""
+    session = session or ChatSession()
+    if model:
+        session.model = model
+    session.num_frames = int(num_frames)
+    session.mode = mode if mode in MODES else MODE_AV
+    if not path:
+        return session, MediaStatus("Upload a video, an image or an audio file to start.",
+                                    session.mode, True, "")
+    session.media_path = str(path)
+    kind = media_kind(path)
+    if kind == "image":
+        session.mode = MODE_VISION
+    elif kind == "audio":
+        session.mode = MODE_AUDIO
+    try:
+        media = _attach(engine, session)
+    except Exception as err:  # noqa: BLE001 - every failure becomes a message in the page
+        session.conv, session.media_path = None, None
+        return session, MediaStatus(f"⚠️ {error_text(err)}", session.mode, True, "", None)
+    return session, _status_for(session, media)
+
+
+def _status_for(session: ChatSession, media: Any) -> MediaStatus:
+    note = describe_media(media)
+    kind = media_kind(session.media_path)
+    if kind == "image":
+        return MediaStatus(note, MODE_VISION, False, "An image has no sound.", kind)
+    if kind == "audio":
+        return MediaStatus(note, MODE_AUDIO, False, "An audio file has no pictures.", kind)
+    if session.mode == MODE_AV and not media.has_audio:
+        # The file has no sound: audio modes make no sense, so the choice greys out.
+        session.mode = MODE_VISION
+        return MediaStatus(note, MODE_VISION, False, "This video has no sound: audio is off.", kind)
+    return MediaStatus(note, session.mode, True, "", kind)
+
+
+def change_mode(engine, session: ChatSession | None, mode: str, num_frames: int) -> tuple[ChatSession, str]:
+    """Re-read the current file with another mode or frame count (a new conversation)."""
+    session = session or ChatSession()
+    if session.media_path is None:
+        session.mode, session.num_frames = mode, int(num_frames)
+        return session, ""
+    if mode == session.mode and int(num_frames) == session.num_frames:
+        return session, ""
+    status = load_media(engine, session, session.media_path, mode, num_frames)[1]
+    return session, status.note + " New conversation."
+
+
+# -- asking --------------------------------------------------------------------------
+
+
+def make_settings(temperature: float, top_p: float, max_new_tokens: int, num_beams: int,
+                  **extra: Any) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                              top_p=float(top_p), num_beams=int(num_beams), **extra)
+
+
+def _stream(session: ChatSession, deltas: Iterator[str], engine) -> Iterator[ChatSession]:
+    """Add each text delta to the last turn's answer; cancel the engine if we are stopped."""
+    finished = False
+    try:
+        for delta in deltas:
+            session.turns[-1][1] += delta
+            yield session
+        finished = True
+    finally:
+        if not finished:
+            # Gradio closes the generator when the user presses Stop or leaves the page.
+            engine.cancel(session.conv)
+
+
+def ask(engine, session: ChatSession | None, question: str,
+        settings: GenerationSettings) -> Iterator[tuple[ChatSession, str]]:
+    """Stream the answer to `question`; yields (session, notice) after every delta."""
+    session = session or ChatSession()
+    question = (question or "").strip()
+    if session.conv is None:
+        yield session, "⚠️ Upload a video, an image or an audio file first (or pick an example)."
+        return
+    if not question:
+        yield session, "⚠️ Type a question first."
+        return
+    session.turns.append([question, ""])
+    yield session, ""
+    try:
+        yield from ((s, "") for s in _stream(session, engine.ask(session.conv, question, settings), engine))
+    except Exception as err:  # noqa: BLE001
+        session.turns.pop()
+        yield session, f"⚠️ {error_text(err)}"
+
+
+def regenerate(engine, session: ChatSession | None,
+               settings: GenerationSettings) -> Iterator[tuple[ChatSession, str]]:
+    session = session or ChatSession()
+    if session.conv is None or not session.turns:
+        yield session, "⚠️ There is no answer to regenerate yet."
+        return
+    previous = session.turns[-1][1]
+    session.turns[-1][1] = ""
+    yield session, ""
+    try:
+        yield from ((s, "") for s in _stream(session, engine.regenerate(session.conv, settings), engine))
+    except Exception as err:  # noqa: BLE001
+        session.turns[-1][1] = previous
+        yield session, f"⚠️ {error_text(err)}"
+
+
+def stop(engine, session: ChatSession | None) -> str:
+    if session is not None and session.conv is not None:
+        engine.cancel(session.conv)
+    return "Stopped."
+
+
+def undo(engine, session: ChatSession | None) -> tuple[ChatSession, str]:
+    session = session or ChatSession()
+    if session.conv is None or not session.turns:
+        return session, "Nothing to undo."
+    engine.undo(session.conv)
+    session.turns.pop()
+    return session, "Removed the last question and answer."
+
+
+def clear(engine, session: ChatSession | None) -> tuple[ChatSession, str]:
+    """Forget the chat but keep the file: the next question starts a new conversation on it."""
+    session = session or ChatSession()
+    if session.conv is not None:
+        engine.clear(session.conv)
+    if session.media_path is None:
+        return ChatSession(model=session.model), "Cleared."
+    try:
+        _attach(engine, session)
+    except Exception as err:  # noqa: BLE001
+        return ChatSession(model=session.model), f"⚠️ {error_text(err)}"
+    return session, "Cleared. The file is still loaded."
+
+
+# -- the scriptable endpoint ---------------------------------------------------------
+
+
+def parse_api_settings(raw: Any) -> tuple[GenerationSettings, dict[str, Any]]:
+    """Split the API's optional settings (a dict or JSON text) into generation and media parts."""
+    if raw in (None, "", {}):
+        return GenerationSettings(), {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"settings is not valid JSON ({err.msg}); send an object such as "
+                             '{"temperature": 0.7}') from err
+    if not isinstance(raw, dict):
+        raise ValueError('settings must be a JSON object such as {"temperature": 0.7}')
+    gen_keys = {f.name for f in fields(GenerationSettings)}
+    unknown = set(raw) - gen_keys - set(MEDIA_SETTING_KEYS)
+    if unknown:
+        known = ", ".join(sorted(gen_keys | set(MEDIA_SETTING_KEYS)))
+        raise ValueError(f"unknown settings {sorted(unknown)}; known settings: {known}")
+    gen = GenerationSettings(**{k: v for k, v in raw.items() if k in gen_keys})
+    return gen, {k: v for k, v in raw.items() if k in MEDIA_SETTING_KEYS}
+
+
+def api_chat(engine, session: ChatSession | None, media_path: str | None, question: str,
+             settings: Any = None) -> Iterator[tuple[ChatSession, str]]:
+    """The `chat` API: a media file and a question in, the growing answer out.
+
+    Sending a file starts a new conversation about it; sending no file asks a follow-up
+    in the same client's conversation. Errors raise ValueError with a readable message.
+    """
+    session = session or ChatSession()
+    gen, media_opts = parse_api_settings(settings)
+    if media_opts.get("model") is not None and media_opts["model"] not in engine.model_names:
+        raise ValueError(f"unknown model {media_opts['model']!r}; models: {', '.join(engine.model_names)}")
+    if media_path:
+        mode = media_opts.get("mode", MODE_AV)
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+        session, status = load_media(engine, session, media_path, mode,
+                                     int(media_opts.get("num_frames", session.num_frames)),
+                                     media_opts.get("model"))
+        if session.conv is None:
+            raise ValueError(status.note.removeprefix("⚠️ "))
+    elif session.conv is None:
+        raise ValueError("send a media file (video, image or audio) with the first question")
+    answer = ""
+    for current, notice in ask(engine, session, question, gen):
+        if notice:
+            raise ValueError(notice.removeprefix("⚠️ "))
+        answer = current.turns[-1][1] if current.turns else ""
+        yield current, answer

@@ -218,5 +218,5 @@ def render_ffmpeg_clip(colour: str, pitch: str, path: str | Path, shape: str = "
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"ffmpeg failed drawing {colour} {shape}: {result.stderr.strip()[-400:]}")
-    return {"path": str(path), "colour": colour, "pitch": pitch, "shape": shape, "freq_hz": freq,
+    return {"path": str(path), "colour": colour, "pitch": pitch, "shape": shape, "size": "large", "freq_hz": freq,
             "ffmpeg_colour": name, "rgb": _ffmpeg_rgb(name)}

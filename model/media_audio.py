@@ -1,0 +1,223 @@
+"""Audio clips for the ImageBind audio encoder: where clips start, decoding, Kaldi fbank.
+
+The numbers follow ImageBind's ``load_and_transform_audio_data`` as Video-LLaMA calls it
+(reference section 4.3): 16 kHz, clips of 2 s, per-clip mean removed, a 128-bin Kaldi
+log-mel fbank with 25 ms windows every 10 ms, padded or cut to 204 frames, normalised.
+
+The original reads and resamples the whole track and then cuts clips; for a 10-minute
+video that is most of its loading time. Here a short track is still read whole, but a long
+one is read around each clip only (one seek per clip), and each piece is resampled with
+the same torchaudio function on a 16 kHz grid aligned with the whole-track one, so the
+result matches the original's to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+import torchaudio
+
+from model.config import AudioConfig
+from model.media_common import CorruptMedia, Deadline, LoadOptions
+
+AUDIO = AudioConfig()
+FRAME_LENGTH_MS = 25.0  # ImageBind's Kaldi fbank window
+FRAME_SHIFT_MS = 10.0  # ImageBind's DEFAULT_AUDIO_FRAME_SHIFT_MS
+WHOLE_TRACK_MAX_S = 40.0  # shorter tracks are decoded whole: one pass beats several seeks
+SPAN_MARGIN_S = 0.25  # decoded around each clip: covers the resampler's edge and AAC pre-roll
+MERGE_GAP_S = 1.0  # clips closer than this are decoded in one pass rather than two seeks
+SILENCE_PEAK = 1e-4  # peak amplitude below which a sound track counts as silent
+
+
+@dataclass
+class AudioClips:
+    fbank: torch.Tensor  # (S, 1, mel_bins, target_length), normalised
+    waveforms: torch.Tensor  # (S, samples) at 16 kHz, zero-padded to clip length
+    starts: list[float]  # seconds
+    duration: float  # seconds of sound
+    silent: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def clip_starts(duration: float, num_clips: int, clip_duration: float) -> list[Fraction]:
+    """Start times as pytorchvideo 0.1.5's ``ConstantClipsPerVideoSampler`` computes them.
+
+    ``start_i = i * max(D - c, 0) / n``. Video-LLaMA pins pytorchvideo 0.1.5, which divides
+    by n (newer pytorchvideo and the transformers ImageBind port divide by n - 1, so their
+    last clip ends exactly at the end). We match the pinned version: it is what the
+    released checkpoints saw. All clips start at 0 when the sound lasts ``c`` or less.
+    """
+    max_start = Fraction(max(duration - clip_duration, 0))
+    step = max_start / num_clips
+    return [step * i for i in range(num_clips)]
+
+
+def fbank_clip(clip: torch.Tensor, config: AudioConfig = AUDIO) -> torch.Tensor:
+    """(N,) 16 kHz samples -> (1, mel_bins, target_length) normalised log-mel fbank."""
+    window = int(config.sample_rate * FRAME_LENGTH_MS / 1000)
+    wave = clip - clip.mean() if clip.numel() else clip
+    if wave.numel() < window:  # Kaldi needs one full window; pad with silence
+        wave = torch.nn.functional.pad(wave, (0, window - wave.numel()))
+    mel = torchaudio.compliance.kaldi.fbank(
+        wave.unsqueeze(0), htk_compat=True, sample_frequency=config.sample_rate, use_energy=False,
+        window_type="hanning", num_mel_bins=config.num_mel_bins, dither=0.0,
+        frame_length=FRAME_LENGTH_MS, frame_shift=FRAME_SHIFT_MS,
+    ).T  # (mel_bins, frames)
+    missing = config.target_length - mel.shape[1]
+    mel = torch.nn.functional.pad(mel, (0, missing)) if missing > 0 else mel[:, : config.target_length]
+    return ((mel - config.fbank_mean) / config.fbank_std).unsqueeze(0)  # (1, mel_bins, target_length)
+
+
+def load_clips(container, stream, options: LoadOptions, deadline: Deadline,
+               config: AudioConfig = AUDIO) -> AudioClips:
+    """Decode ``options.num_clips`` clips of ``options.clip_duration`` s from an audio stream."""
+    duration = _stream_duration(container, stream)
+    rate = config.sample_rate
+    if duration is None or duration <= WHOLE_TRACK_MAX_S:
+        wave = _resample(*_decode_range(container, stream, None, None, deadline), rate)
+        duration = wave.numel() / rate  # exact, as the original computes it
+        if wave.numel() == 0:
+            raise CorruptMedia("the sound track contains no decodable audio; re-export the file")
+        starts = clip_starts(duration, options.num_clips, options.clip_duration)
+        clips = [_cut(wave, 0, s, options.clip_duration, rate) for s in starts]
+    else:
+        starts = clip_starts(duration, options.num_clips, options.clip_duration)
+        clips = _clips_by_seeking(container, stream, starts, options.clip_duration, deadline, rate)
+    return _finish(clips, starts, duration, options, config)
+
+
+def _finish(clips, starts, duration, options: LoadOptions, config: AudioConfig) -> AudioClips:
+    length = int(options.clip_duration * config.sample_rate)
+    waveforms = torch.zeros(len(clips), length)
+    for i, clip in enumerate(clips):
+        waveforms[i, : min(length, clip.numel())] = clip[:length]
+    fbank = torch.stack([fbank_clip(c, config) for c in clips])  # (S, 1, mel_bins, target_length)
+    silent = float(waveforms.abs().max()) < SILENCE_PEAK
+    notes = []
+    if silent:
+        notes.append("the sound track is silent")
+    if duration < options.clip_duration:
+        notes.append(f"the sound lasts only {duration:.1f} s; each {options.clip_duration:g} s clip "
+                     "is padded")
+    return AudioClips(fbank=fbank, waveforms=waveforms, starts=[round(float(s), 3) for s in starts],
+                      duration=duration, silent=silent, notes=notes)
+
+
+def _cut(wave: torch.Tensor, base: int, start: Fraction, clip_duration: float, rate: int) -> torch.Tensor:
+    """Samples [int(start*rate), int((start+c)*rate)) of a 16 kHz wave whose first sample is ``base``."""
+    first = int(start * rate) - base
+    last = int((start + Fraction(clip_duration)) * rate) - base
+    return wave[max(first, 0) : max(last, 0)]
+
+
+def _clips_by_seeking(container, stream, starts, clip_duration, deadline, rate) -> list[torch.Tensor]:
+    spans: list[list[float]] = []  # [t0, t1] in seconds, merged when close
+    for s in starts:
+        t0, t1 = float(s) - SPAN_MARGIN_S, float(s) + clip_duration + SPAN_MARGIN_S
+        if spans and t0 <= spans[-1][1] + MERGE_GAP_S:
+            spans[-1][1] = max(spans[-1][1], t1)
+        else:
+            spans.append([t0, t1])
+    pieces = []
+    for t0, t1 in spans:
+        samples, first_index, native = _decode_range(container, stream, max(t0, 0.0), t1, deadline)
+        samples, first_index = _align(samples, first_index, native, rate)
+        pieces.append((_resample(samples, first_index, native, rate), first_index * rate // native))
+    clips = []
+    for s in starts:
+        t = float(s)
+        wave, base = next(p for p, (t0, t1) in zip(pieces, spans, strict=True) if t0 <= t <= t1)
+        clips.append(_cut(wave, base, s, clip_duration, rate))
+    return clips
+
+
+def _align(samples: np.ndarray, first_index: int, native: int, rate: int) -> tuple[np.ndarray, int]:
+    """Drop leading samples so the piece starts on a sample shared by both rates' grids.
+
+    Then sample k of the resampled piece is sample ``base + k`` of the whole resampled track.
+    """
+    step = native // math.gcd(native, rate)
+    drop = (-first_index) % step
+    return samples[drop:], first_index + drop
+
+
+def _resample(samples: np.ndarray, first_index: int, native: int, rate: int) -> torch.Tensor:
+    wave = torch.from_numpy(samples)
+    if native != rate and wave.numel():
+        wave = torchaudio.functional.resample(wave, orig_freq=native, new_freq=rate)
+    return wave
+
+
+def _stream_duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _decode_range(container, stream, t0: float | None, t1: float | None, deadline: Deadline):
+    """Mono float32 samples at the native rate covering [t0, t1] seconds (None: whole track).
+
+    Returns (samples, index of the first sample counted from the stream start, native rate).
+    """
+    tb = stream.time_base
+    origin = stream.start_time or 0
+    try:  # the video may have been read first: always position the demuxer
+        container.seek(origin + int((t0 or 0.0) / tb), stream=stream, backward=True)
+    except av.error.FFmpegError:
+        container.seek(origin, stream=stream, backward=True)
+    chunks, first_index, native, total = [], None, None, 0
+    for frame in _audio_frames(container, stream, deadline):
+        native = native or frame.sample_rate
+        if first_index is None:
+            pts = frame.pts if (t0 is not None and frame.pts is not None) else origin
+            first_index = round(float((pts - origin) * tb) * native)
+        mono = _to_mono(frame)
+        chunks.append(mono)
+        total += mono.size
+        if t1 is not None and first_index + total >= t1 * native:
+            break
+    if not chunks:
+        return np.zeros(0, np.float32), 0, native or stream.rate or AUDIO.sample_rate
+    return np.concatenate(chunks), first_index, native
+
+
+def _audio_frames(container, stream, deadline: Deadline):
+    bad = 0
+    for packet in container.demux(stream):
+        deadline.check("decoding the sound track")
+        try:
+            frames = packet.decode()
+        except (av.error.InvalidDataError, av.error.UndefinedError, av.error.BugError):
+            bad += 1
+            if bad > 50:
+                raise CorruptMedia("the sound track is damaged: too many packets cannot be decoded; "
+                                   "re-export the file") from None
+            continue
+        yield from frames
+
+
+_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "u8": 128.0, "s64": 9.223372036854776e18}
+
+
+def _to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """Average the channels of a decoded frame into float32 in [-1, 1].
+
+    The original ran Kaldi fbank on channel 0 of the file; averaging keeps both sides of a
+    stereo mix and equals channel 0 whenever the channels are the same.
+    """
+    arr = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        arr = arr.reshape(-1, channels).T  # (channels, samples)
+    name = frame.format.name.rstrip("p")
+    if name == "u8":
+        arr = arr.astype(np.float32) - 128.0
+    scale = _SCALE.get(name, 1.0)
+    return (arr.astype(np.float32).mean(axis=0) / scale).astype(np.float32)

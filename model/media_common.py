@@ -1,0 +1,141 @@
+"""Pieces shared by the media loaders: options, typed errors, deadlines, resizing.
+
+Public names are re-exported by ``model/media.py``; import them from there. They live here
+so that ``media_video``, ``media_audio`` and ``media_image`` can use them without importing
+``model.media`` (which imports them).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.config import CLIP_MEAN, CLIP_STD, AudioConfig
+
+MAX_FRAMES = 32  # rows of the frame position embedding (VideoLlamaConfig.max_frame_pos)
+RESIZE_MODES = ("squash", "pad", "crop")
+BACKENDS = ("pyav", "decord")
+_AUDIO = AudioConfig()
+
+
+# -- errors ------------------------------------------------------------------------
+class MediaError(ValueError):
+    """A media file that cannot be turned into model input; the message says what to do."""
+
+
+class UnsupportedMedia(MediaError):
+    """Not a format, codec or kind of file we can read."""
+
+
+class CorruptMedia(MediaError):
+    """Empty, truncated or damaged file."""
+
+
+class MediaTooLarge(MediaError):
+    """Over a configured limit (bytes, duration or pixels)."""
+
+
+class DecodeTimeout(MediaError):
+    """Decoding took longer than the configured time limit."""
+
+
+# -- options -----------------------------------------------------------------------
+@dataclass
+class LoadOptions:
+    """How to sample a media file. Defaults reproduce the original Video-LLaMA inference.
+
+    The limits protect a shared server: a 2-hour 8K 2 GiB file is still accepted, bigger
+    ones are refused with ``MediaTooLarge`` before any decoding.
+    """
+
+    num_frames: int = 8  # 1..32; with ``fps`` it is the maximum number of frames
+    fps: float | None = None  # None: ``num_frames`` uniformly over the video (original)
+    resize: str = "squash"  # "squash" (original), "pad" or "crop" (both keep aspect)
+    image_size: int = 224
+    num_clips: int = _AUDIO.num_clips
+    clip_duration: float = _AUDIO.clip_duration
+    use_audio: bool = True
+    backend: str = "pyav"  # "decord" decodes frames the way the original did (parity checks)
+    max_bytes: int = 2 * 1024**3
+    max_duration_s: float = 2 * 3600.0
+    max_pixels: int = 7680 * 4320  # one frame; 8K is the largest accepted by default
+    timeout_s: float = 60.0
+
+    def validate(self) -> None:
+        if not 1 <= self.num_frames <= MAX_FRAMES:
+            raise ValueError(f"num_frames must be between 1 and {MAX_FRAMES}, got {self.num_frames}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be positive or None, got {self.fps}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.image_size < 1 or self.num_clips < 1 or not self.clip_duration > 0:
+            raise ValueError("image_size, num_clips and clip_duration must be positive")
+        if min(self.max_bytes, self.max_duration_s, self.max_pixels, self.timeout_s) <= 0:
+            raise ValueError("limits (max_bytes, max_duration_s, max_pixels, timeout_s) must be positive")
+
+
+class Deadline:
+    """A point in time after which decoding loops give up (checked between packets)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def check(self, what: str = "decoding") -> None:
+        if time.monotonic() > self.end:
+            raise DecodeTimeout(
+                f"{what} took longer than the {self.seconds:g} s limit; try a shorter or smaller "
+                "file, or raise LoadOptions.timeout_s"
+            )
+
+
+# -- geometry ----------------------------------------------------------------------
+def scaled_size(width: int, height: int, size: int, mode: str) -> tuple[int, int]:
+    """Size to scale a (width, height) picture to before ``place`` makes it size x size."""
+    if mode == "squash":
+        return size, size
+    scale = size / max(width, height) if mode == "pad" else size / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def pad_value() -> np.ndarray:
+    """Padding colour: the CLIP mean, so padded pixels are exactly 0 after normalisation."""
+    return np.round(np.array(CLIP_MEAN) * 255).astype(np.uint8)
+
+
+def place(image: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """Centre-pad or centre-crop an (H, W, 3) uint8 image, already scaled, to (size, size, 3)."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    if mode == "crop":
+        top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+        image = image[top : top + size, left : left + size]
+        h, w = image.shape[:2]
+        if (h, w) == (size, size):
+            return image
+    out = np.empty((size, size, 3), dtype=np.uint8)
+    out[:] = pad_value()
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = image[:size, :size]
+    return out
+
+
+def rotate(image: np.ndarray, degrees_clockwise: int) -> np.ndarray:
+    """Rotate an (H, W, C) image by a multiple of 90 degrees clockwise."""
+    quarter_turns = (degrees_clockwise // 90) % 4
+    # np.rot90 turns counter-clockwise for positive k.
+    return np.ascontiguousarray(np.rot90(image, k=-quarter_turns)) if quarter_turns else image
+
+
+def normalise(frames_uint8: np.ndarray) -> torch.Tensor:
+    """(T, S, S, 3) uint8 -> (T, 3, S, S) float32 normalised with the CLIP mean and std."""
+    x = torch.from_numpy(np.ascontiguousarray(frames_uint8)).permute(0, 3, 1, 2).float() / 255.0  # (T,3,S,S)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std

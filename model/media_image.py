@@ -1,0 +1,49 @@
+"""Still images with Pillow: EXIF orientation applied, resized as the original (bicubic).
+
+An animated GIF or WebP is treated as a video by ``model/media.py``; here, as for any
+image, only its first frame is used.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from model.media_common import CorruptMedia, LoadOptions, MediaTooLarge, place, scaled_size
+
+
+def probe_image(path: str) -> tuple[str, int, int, int] | None:
+    """(format, width, height, frame count) if Pillow recognises the file, else None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                return img.format or "", img.width, img.height, int(getattr(img, "n_frames", 1))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def load_image(path: str, options: LoadOptions) -> np.ndarray:
+    """Decode an image into a (1, S, S, 3) uint8 array."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                if img.width * img.height > options.max_pixels:
+                    raise MediaTooLarge(
+                        f"the image is {img.width}x{img.height}, more than the {options.max_pixels:,} pixel "
+                        "limit; scale it down or raise LoadOptions.max_pixels")
+                img.seek(0)
+                img = ImageOps.exif_transpose(img)  # phones store rotation as an EXIF tag
+                rgb = img.convert("RGB")  # as the original; alpha is dropped
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, MediaTooLarge):
+            raise
+        raise CorruptMedia(f"the image cannot be decoded ({err}); it may be truncated or damaged: "
+                           "re-save it as PNG or JPEG") from err
+    size = options.image_size
+    sw, sh = scaled_size(rgb.width, rgb.height, size, options.resize)
+    scaled = np.asarray(rgb.resize((sw, sh), Image.Resampling.BICUBIC))
+    return place(scaled, size, options.resize)[None]  # (1, S, S, 3)

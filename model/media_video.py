@@ -1,0 +1,214 @@
+"""Sample frames from a video: which frames (the original's formula) and how to decode them.
+
+Decoder choice, measured (``bench/media_bench.py`` and ``shared/reference/dependencies.md``):
+PyAV with a backward seek to the keyframe before each target, then decoding forward, costs
+about the same per target whatever the video's length; decord and torchcodec (exact mode)
+cost more on a first open because they scan the whole file, and the ffmpeg CLI is 5x slower.
+PyAV also gives us rotation metadata and the audio track through the same open container.
+decord stays available as ``LoadOptions(backend="decord")`` to reproduce the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from model.media_common import CorruptMedia, Deadline, LoadOptions, place, rotate, scaled_size
+
+MAX_BAD_PACKETS = 50  # undecodable packets tolerated (damaged files) before giving up
+_KEYFRAME_FLAG = 1  # AVINDEX_KEYFRAME
+
+
+@dataclass
+class VideoInfo:
+    """What the container says about a video stream, before decoding."""
+
+    width: int
+    height: int
+    fps: float
+    duration: float | None  # seconds; None when the container does not say (browser webm)
+    num_frames: int  # 0 when unknown
+    sample_aspect: float = 1.0  # pixel width / height (anamorphic video)
+
+
+@dataclass
+class SampledFrames:
+    frames_uint8: np.ndarray  # (T, S, S, 3)
+    indices: list[int]
+    timestamps: list[float]  # seconds from the start of the video
+    notes: list[str] = field(default_factory=list)
+
+
+def video_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> VideoInfo:
+    ctx = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    num_frames = stream.frames
+    if num_frames <= 0 and duration is not None and fps > 0:
+        num_frames = max(1, round(duration * fps))
+    if fps <= 0 and duration and num_frames > 0:
+        fps = num_frames / duration
+    sar = stream.sample_aspect_ratio
+    return VideoInfo(width=ctx.width, height=ctx.height, fps=fps or 25.0, duration=duration,
+                     num_frames=num_frames, sample_aspect=float(sar) if sar else 1.0)
+
+
+def sample_indices(num_total: int, fps: float, options: LoadOptions) -> list[int]:
+    """Frame indices to sample.
+
+    By count (default), as the original: ``arange(0, n, n / T)`` cast to int, T clamped to n.
+    By ``options.fps``: one frame every ``1 / fps`` seconds from the start, at most
+    ``options.num_frames`` of them.
+    """
+    if num_total <= 0:
+        return [0]
+    if options.fps is None:
+        count = min(options.num_frames, num_total)
+        idx = np.arange(0, num_total, num_total / count).astype(int)[:count]
+    else:
+        step = max(fps / options.fps, 1.0)
+        idx = np.arange(0, num_total, step).astype(int)[: options.num_frames]
+    return [int(i) for i in idx]
+
+
+def _packets_frames(container, stream, deadline: Deadline, skip_before_pts: list):
+    """Decode frames of ``stream`` from the current position, skipping bad packets.
+
+    While a packet's pts is below ``skip_before_pts[0]`` the decoder is told to drop
+    non-reference frames: nothing needs them to decode the target, so it is free speed.
+    """
+    ctx = stream.codec_context
+    bad = 0
+    for packet in container.demux(stream):
+        deadline.check("decoding the video")
+        skip = packet.pts is not None and skip_before_pts[0] is not None and packet.pts < skip_before_pts[0]
+        ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+        try:
+            frames = packet.decode()
+        except (av.error.InvalidDataError, av.error.UndefinedError, av.error.BugError):
+            bad += 1
+            if bad > MAX_BAD_PACKETS:
+                raise CorruptMedia("the video is damaged: too many frames cannot be decoded; "
+                                   "re-export or re-encode it") from None
+            continue
+        yield from frames
+
+
+def _keyframe_pts(stream) -> list[int]:
+    return sorted(e.timestamp for e in stream.index_entries if e.flags & _KEYFRAME_FLAG)
+
+
+def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], options: LoadOptions,
+                       deadline: Deadline) -> SampledFrames:
+    """Decode the frames shown at ``index / fps`` for each index, seeking only when it pays."""
+    tb = stream.time_base or Fraction(1, 90000)
+    start = stream.start_time or 0
+    fps = info.fps
+    targets = [start + int(round(Fraction(i) / Fraction(fps).limit_denominator(100000) / tb)) for i in indices]
+    tolerance = int(0.5 / fps / tb)  # half a frame: pts rounding and timestamps that jitter
+    keyframes = _keyframe_pts(stream)
+    far = int(2.0 / tb)  # without an index, a seek pays off when the target is 2 s ahead
+
+    picked: list = []
+    skip_before: list = [None]
+    frames_iter = None
+    last = None  # last decoded frame
+    for target in targets:
+        if last is not None and abs(last.pts - target) <= tolerance:
+            picked.append(last)  # several indices map to one frame (very short videos)
+            continue
+        if _should_seek(last, target, keyframes, far):
+            try:
+                container.seek(max(target, start), stream=stream, backward=True)
+            except av.error.FFmpegError:
+                pass  # not seekable: keep decoding forward from where we are
+            frames_iter = _packets_frames(container, stream, deadline, skip_before)
+            last = None
+        elif frames_iter is None:
+            frames_iter = _packets_frames(container, stream, deadline, skip_before)
+        skip_before[0] = target - 2 * tolerance
+        found = None
+        for frame in frames_iter:
+            if frame.pts is None:
+                continue
+            last = frame
+            if frame.pts >= target - tolerance:
+                found = frame
+                break
+        if found is None and last is None:
+            raise CorruptMedia("no frame of the video could be decoded; the file may be truncated or "
+                               "damaged: re-export or re-encode it")
+        picked.append(found if found is not None else last)  # past the end: the last frame
+
+    images, times = [], []
+    for frame in picked:
+        images.append(_to_rgb(frame, info.sample_aspect, options))
+        times.append(round(float((frame.pts - start) * tb), 3))
+    actual = [max(0, int(round(t * fps))) for t in times]
+    return SampledFrames(frames_uint8=np.stack(images), indices=actual, timestamps=times)
+
+
+def _should_seek(last, target: int, keyframes: list[int], far: int) -> bool:
+    if last is None:
+        return True
+    if target <= last.pts:
+        return True  # going back (variable frame rate or a bad index)
+    if keyframes:
+        key = _last_at_or_before(keyframes, target)
+        return key is not None and key > last.pts  # a keyframe between us and the target
+    return target - last.pts > far
+
+
+def _last_at_or_before(sorted_values: list[int], value: int) -> int | None:
+    pos = int(np.searchsorted(np.asarray(sorted_values), value, side="right")) - 1
+    return sorted_values[pos] if pos >= 0 else None
+
+
+def _to_rgb(frame: av.VideoFrame, sample_aspect: float, options: LoadOptions) -> np.ndarray:
+    """Scale in libswscale straight to the target size, then rotate and pad or crop."""
+    ccw = int(round(frame.rotation or 0)) % 360  # display matrix: counter-clockwise degrees
+    w, h = frame.width, frame.height
+    display_w = w * sample_aspect
+    if ccw in (90, 270):
+        sw, sh = scaled_size(h, round(display_w), options.image_size, options.resize)
+        sw, sh = sh, sw  # scale in stored orientation, rotate afterwards
+    else:
+        sw, sh = scaled_size(round(display_w), h, options.image_size, options.resize)
+    rgb = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation="BICUBIC")
+    rgb = rotate(rgb, -ccw)
+    return place(rgb, options.image_size, options.resize)
+
+
+def decode_frames_decord(path: str, options: LoadOptions) -> tuple[SampledFrames, VideoInfo]:
+    """The original's way: decord resizes while decoding, then ``get_batch``. No rotation."""
+    import decord
+
+    size = options.image_size
+    kwargs = {"width": size, "height": size} if options.resize == "squash" else {}
+    reader = decord.VideoReader(path, num_threads=1, **kwargs)
+    fps = float(reader.get_avg_fps()) or 25.0
+    info = VideoInfo(width=size, height=size, fps=fps, duration=len(reader) / fps, num_frames=len(reader))
+    indices = sample_indices(len(reader), fps, options)
+    batch = reader.get_batch(indices).asnumpy()  # (T, H, W, 3)
+    if options.resize != "squash":
+        batch = np.stack([_resize_numpy(img, options) for img in batch])
+    times = [round(i / fps, 3) for i in indices]
+    note = "decord backend: rotation metadata is not applied"
+    return SampledFrames(frames_uint8=batch, indices=indices, timestamps=times, notes=[note]), info
+
+
+def _resize_numpy(img: np.ndarray, options: LoadOptions) -> np.ndarray:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    sw, sh = scaled_size(w, h, options.image_size, options.resize)
+    scaled = np.asarray(Image.fromarray(img).resize((sw, sh), Image.Resampling.BICUBIC))
+    return place(scaled, options.image_size, options.resize)

@@ -146,3 +146,42 @@ def test_folder_with_wrong_keys_or_shapes_is_a_clear_error(tmp_path, tiny_llm_di
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ck.CorruptCheckpointError, match="truncated"):
         ck.load_model(folder, precision="fp32", device="cpu")
+
+
+def test_download_fetches_release_files_with_network_faked(tmp_path, monkeypatch, capsys):
+    import io
+    import urllib.request
+
+    import huggingface_hub
+
+    import launch
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns, local_dir):
+        calls.append((repo_id, sorted(allow_patterns)))
+        return str(local_dir)
+
+    def fake_urlopen(url):
+        calls.append(url)
+        return io.BytesIO(b"weights of " + url.encode())
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    assert launch.main(["download", "video-llama-2-7b", "--dir", str(tmp_path)]) == 0
+    repo = ("DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned",
+            sorted(["VL_LLaMA_2_7B_Finetuned.pth", "AL_LLaMA_2_7B_Finetuned.pth", "imagebind_huge.pth",
+                    "llama-2-7b-chat-hf/*"]))
+    assert calls[0] == repo
+    assert calls[1:] == [
+        "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth",
+        "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/blip2_pretrained_flant5xxl.pth"]
+    assert (tmp_path / "eva_vit_g.pth").read_bytes().startswith(b"weights of https://")
+    assert not list(tmp_path.glob("*.part"))
+    out = capsys.readouterr().out
+    assert "launch.py convert --preset video-llama-2-7b" in out and "--llm " + str(tmp_path) in out
+
+    calls.clear()  # already-present files are not fetched again; --no-audio skips the audio files
+    assert launch.main(["download", "video-llama-2-7b", "--dir", str(tmp_path), "--no-audio"]) == 0
+    assert calls == [("DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned",
+                      sorted(["VL_LLaMA_2_7B_Finetuned.pth", "llama-2-7b-chat-hf/*"]))]

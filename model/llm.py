@@ -76,6 +76,22 @@ def precision_kwargs(precision: str, device: torch.device) -> dict:
     return {"dtype": compute, "quantization_config": quant}
 
 
+def check_cpu_nf4_shapes(cfg: LLMConfig) -> None:
+    """bitsandbytes' CPU 4-bit kernel (used on CPUs with AVX512-BF16) repacks each weight in
+    blocks of 32 output rows and one 64-wide quantization block per row segment, asserting
+    ``out_features % 32 == 0`` and ``in_features % 64 == 0`` at the first forward. Every
+    real LLaMA satisfies this; check up front so odd test-sized models get a clear message
+    instead of an assertion deep inside bitsandbytes.
+    """
+    head_dim = cfg.hidden_size // cfg.num_heads
+    need = {"hidden_size": (cfg.hidden_size, 64), "intermediate_size": (cfg.intermediate_size, 64),
+            "num_kv_heads * head_dim": (cfg.num_kv_heads * head_dim, 32)}
+    bad = {k: f"{v} (needs a multiple of {m})" for k, (v, m) in need.items() if v % m}
+    if bad:
+        raise ValueError(f"NF4 on the CPU cannot run this LLM's widths: {bad}; "
+                         "use precision fp32 (the CPU default) for this model")
+
+
 def locate_gguf(package: str, filename: str) -> Path:
     """Path of ``filename`` inside installed package ``package``, without importing it.
 
@@ -102,6 +118,26 @@ def _resolve_hf_path(hf_path: str, root: str | Path | None) -> Path:
     return path
 
 
+def _load_gguf(path: Path, device: torch.device, kwargs: dict) -> torch.nn.Module:
+    """Load a GGUF file, re-quantizing with bitsandbytes when asked.
+
+    transformers refuses ``quantization_config`` together with ``gguf_file``, so a
+    quantized precision first dequantizes the GGUF tensors on the CPU, then rebuilds the
+    model from that state dict with the bitsandbytes config.
+    """
+    quant = kwargs.get("quantization_config")
+    if quant is None:
+        return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                    device_map={"": device}, **kwargs)
+    plain = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=kwargs["dtype"])
+    config = plain.config.to_dict()
+    config.pop("quantization_config", None)  # the GGUF marker; bitsandbytes' replaces it
+    model_class, config_class, state = type(plain), type(plain.config), plain.state_dict()
+    del plain
+    return model_class.from_pretrained(None, config=config_class.from_dict(config), state_dict=state,
+                                       device_map={"": device}, **kwargs)
+
+
 def load_llm(cfg: LLMConfig, root: str | Path | None = None, precision: str = "auto",
              device: str | torch.device | None = None):
     """Load the LLM and its tokenizer; returns ``(model, tokenizer)``, model frozen.
@@ -115,17 +151,20 @@ def load_llm(cfg: LLMConfig, root: str | Path | None = None, precision: str = "a
     device = pick_device(device)
     precision = resolve_precision(precision, device)
     kwargs = precision_kwargs(precision, device)
+    if precision == "nf4" and device.type == "cpu":
+        check_cpu_nf4_shapes(cfg)
     if cfg.hf_path and cfg.gguf_package:
         raise ValueError("config.llm sets both hf_path and gguf_package; keep exactly one")
     if cfg.hf_path:
         source, extra = _resolve_hf_path(cfg.hf_path, root), {}
+        model = AutoModelForCausalLM.from_pretrained(source, device_map={"": device}, **kwargs)
     elif cfg.gguf_package and cfg.gguf_file:
         gguf = locate_gguf(cfg.gguf_package, cfg.gguf_file)
         source, extra = gguf.parent, {"gguf_file": gguf.name}
+        model = _load_gguf(gguf, device, kwargs)
     else:
         raise ValueError("config.llm names no weights: set llm.hf_path (a LLaMA folder) or "
                          "llm.gguf_package and llm.gguf_file")
-    model = AutoModelForCausalLM.from_pretrained(source, device_map={"": device}, **kwargs, **extra)
     tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     if model.config.hidden_size != cfg.hidden_size:
         raise ValueError(f"the LLM at {source} has hidden_size {model.config.hidden_size} but the config "

@@ -6,6 +6,7 @@ and no hub is contacted.
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from pathlib import Path
 
@@ -46,16 +47,25 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_llm(seed: int = 0) -> LlamaForCausalLM:
-    cfg = tiny_config().llm
+# LLM widths that are multiples of 64 (kv: 32), for bitsandbytes' CPU 4-bit kernel (see
+# model.llm.check_cpu_nf4_shapes); the tiny preset's odd widths are for catching transposes.
+NF4_LLM = dict(hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2)
+
+
+def tiny_llm(seed: int = 0, **llm_overrides) -> LlamaForCausalLM:
+    """A random tiny LlamaForCausalLM; ``llm_overrides`` change ``LLMConfig`` fields."""
+    cfg = dataclasses.replace(tiny_config().llm, **llm_overrides)
     torch.manual_seed(seed)
     return LlamaForCausalLM(llama_config(cfg)).eval()
 
 
-def tiny_llm_folder(tmp_path: str | Path, seed: int = 0) -> Path:
-    """Save a random tiny LlamaForCausalLM and ``tiny_tokenizer()`` to ``tmp_path/llm``."""
+def tiny_llm_folder(tmp_path: str | Path, seed: int = 0, **llm_overrides) -> Path:
+    """Save a random tiny LlamaForCausalLM and ``tiny_tokenizer()`` to ``tmp_path/llm``.
+
+    Pass ``**NF4_LLM`` for a model that bitsandbytes can run in 4 bits on the CPU.
+    """
     folder = Path(tmp_path) / "llm"
-    tiny_llm(seed).save_pretrained(folder)
+    tiny_llm(seed, **llm_overrides).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
 

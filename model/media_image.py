@@ -45,5 +45,5 @@ def load_image(path: str, options: LoadOptions) -> np.ndarray:
                            "re-save it as PNG or JPEG") from err
     size = options.image_size
     sw, sh = scaled_size(rgb.width, rgb.height, size, options.resize)
-    scaled = np.asarray(rgb.resize((sw, sh), Image.Resampling.BICUBIC))
+    scaled = np.array(rgb.resize((sw, sh), Image.Resampling.BICUBIC))  # writable copy
     return place(scaled, size, options.resize)[None]  # (1, S, S, 3)

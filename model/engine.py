@@ -31,7 +31,7 @@ from typing import Any
 from model.cache import LRUCache
 from model.conversation import Attachment, Conversation, Turn
 from model.generate import GenerationSettings
-from model.media_common import LoadOptions
+from model.media import LoadOptions, load_media
 from model.prompts import IMAGE_SLOT
 from model.turn import run_turn
 
@@ -121,8 +121,6 @@ class ChatEngine:
         Returns:
             The ``MediaInput`` (frames, fbank, ``has_audio``, ``notes``, ...).
         """
-        from model.media import load_media  # the media loader imports heavy decoders
-
         model = self.models[conv.model]
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -130,15 +128,16 @@ class ChatEngine:
         if kind not in (None, "video", "image", "audio"):
             raise BadRequest(f"unknown media kind {kind!r}; use 'video', 'image' or 'audio'")
         options = dataclasses.replace(self.media_options, num_frames=num_frames,
-                                      use_audio=use_audio and model.config.use_audio)
+                                      use_audio=use_audio and model.config.use_audio,
+                                      image_size=model.config.vision.image_size)
         stat = os.stat(path)
-        load_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, kind, _options_key(options, True))
+        load_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, _options_key(options, True))
         start = time.perf_counter()
         media = self.loaded.get(load_key)
         if media is None:
-            media = load_media(path, options) if kind is None else load_media(path, options, kind=kind)
+            media = load_media(path, options)  # raises MediaError with a message for the user
             self.loaded.put(load_key, media)
-        attachment = self._attachment(model, path, media, options, use_audio)
+        attachment = self._attachment(model, path, media, kind or media.kind, options, use_audio)
         attachment.load_seconds = time.perf_counter() - start
         self.cancel(conv)
         with conv.lock:
@@ -149,10 +148,13 @@ class ChatEngine:
             conv.reset_caches()
         return media
 
-    def _attachment(self, model: Any, path: str, media: Any, options: LoadOptions, use_audio: bool) -> Attachment:
-        kind = getattr(media, "kind", None) or ("audio" if getattr(media, "frames", None) is None else "video")
-        notes = list(getattr(media, "notes", []) or [])
-        has_audio = bool(getattr(media, "has_audio", False)) and getattr(media, "fbank", None) is not None
+    def _attachment(self, model: Any, path: str, media: Any, kind: str, options: LoadOptions,
+                    use_audio: bool) -> Attachment:
+        # Asking for "audio" on a video means: listen to its sound only.
+        if kind != media.kind and not (kind == "audio" and media.kind == "video"):
+            raise BadRequest(f"{path!r} is a {media.kind} file, not {kind!r}; attach it as kind={media.kind!r}")
+        notes = list(media.notes)
+        has_audio = media.has_audio and media.audio is not None
         if kind == "audio" and not model.config.use_audio:
             raise BadRequest(f"model {model.config.name!r} has no audio branch; attach a video or an image")
         if kind in ("video", "image") and not model.config.use_vision:

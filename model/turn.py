@@ -94,7 +94,7 @@ def frozen_features(engine: Any, model: Any, att: Attachment, branch: str, trace
         trace["shapes"]["frames"] = list(frames.shape)
         feats = model.encode_frames(frames)  # (1, T, Qi, H)
     else:
-        fbank = media.fbank
+        fbank = media.audio
         fbank = fbank[None] if fbank.ndim == 4 else fbank  # (1, S, 1, M, F)
         trace["shapes"]["fbank"] = list(fbank.shape)
         feats = model.encode_clips(fbank)  # (1, S, E)

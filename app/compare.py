@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.handlers import MODE_AV, MODE_VISION, error_text, make_settings, media_kind
+from app.handlers import MODE_AV, MODE_VISION, error_text, make_settings
 from app.votes import TALLY_HEADERS, VOTES, VoteLog
 
 _DONE = object()  # a worker's end-of-stream marker
@@ -69,12 +69,11 @@ def _worker(engine, conv, question: str, settings, index: int, out: queue.Queue)
 
 
 def _attach_all(engine, session: CompareSession, use_audio: bool, num_frames: int) -> str | None:
-    kind = media_kind(session.media_path)
     for name in session.models:
         conv = engine.new_conversation(name)
         session.convs[name] = conv
         try:
-            engine.attach_media(conv, session.media_path, kind=kind, use_audio=use_audio,
+            engine.attach_media(conv, session.media_path, use_audio=use_audio,
                                 num_frames=num_frames)
         except Exception as err:  # noqa: BLE001
             return f"⚠️ {name}: {error_text(err)}"
@@ -103,12 +102,16 @@ def run_compare(engine, session: CompareSession | None, models: list[str] | None
     threads = [threading.Thread(target=_worker, daemon=True,
                                 args=(engine, session.convs[name], session.question, settings, i, out))
                for i, name in enumerate(session.models)]
-    for thread in threads:
-        thread.start()
-    running = len(threads)
+    # The first model starts alone: once it streams, the file's frozen features are in the
+    # engine's cache, so models sharing its encoders skip encoding instead of racing it.
+    threads[0].start()
+    waiting, running = threads[1:], len(threads)
     try:
         while running:
             index, delta = out.get()
+            for thread in waiting:
+                thread.start()
+            waiting = []
             if delta is _DONE:
                 running -= 1
                 continue
@@ -140,10 +143,15 @@ def vote(log: VoteLog, session: CompareSession | None, choice: str) -> str:
 def _on_compare(engine, box_count: int, session, models, media_path, question, mode,
                 temperature, top_p, max_new_tokens, num_beams, num_frames):
     settings = make_settings(temperature, top_p, max_new_tokens, num_beams)
+    labelled = False
     for current, answers, notice in run_compare(engine, session, models, media_path, question,
                                                 settings, mode, num_frames):
-        boxes = [gr.update(value=answers[i], label=current.models[i], visible=True) if i < len(answers)
-                 else gr.update(value="", visible=i < 2) for i in range(box_count)]
+        if labelled:  # plain values: what API clients get back
+            boxes = [answers[i] if i < len(answers) else gr.skip() for i in range(box_count)]
+        else:  # once per run: name each box after its model, hide the unused ones
+            boxes = [gr.update(value=answers[i], label=current.models[i], visible=True) if i < len(answers)
+                     else gr.update(value="", visible=i < 2) for i in range(box_count)]
+            labelled = bool(answers)
         yield current, *boxes, notice
 
 

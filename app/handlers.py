@@ -98,10 +98,9 @@ def _attach(engine, session: ChatSession) -> Any:
     session.conv = engine.new_conversation(session.model)
     session.turns = []
     session.media = None
-    kind = media_kind(session.media_path)
     use_audio = session.mode != MODE_VISION
-    if session.mode == MODE_AUDIO and kind == "video":
-        kind = "audio"  # ask about the soundtrack only
+    # The loader finds the kind from the content; only a video's soundtrack alone is asked for.
+    kind = "audio" if session.mode == MODE_AUDIO and media_kind(session.media_path) == "video" else None
     session.media = engine.attach_media(session.conv, session.media_path, kind=kind,
                                         use_audio=use_audio, num_frames=session.num_frames)
     return session.media

@@ -196,25 +196,52 @@ def _arrow(draw, x: int, y0: int, y1: int, target_x: int | None = None) -> None:
 # -- from the engine's trace to the page -----------------------------------------------
 
 
+def _shape(shape: Any) -> str:
+    return " x ".join(str(int(d)) for d in shape) if isinstance(shape, (list, tuple)) else "-"
+
+
+def _ms(seconds: Any) -> str:
+    return "" if seconds is None else f" · {float(seconds) * 1000:.0f} ms"
+
+
 def stages_from_trace(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    """Diagram stages from the engine's trace of the last turn."""
+    """Diagram stages from the engine's trace of the last turn (see model/turn.py)."""
     shapes = trace.get("shapes", {}) or {}
-    seconds = trace.get("timings", {}) or {}
+    t = trace.get("timings", {}) or {}
     tokens = trace.get("tokens", {}) or {}
+    cached = "from the media cache"
     stages = []
-    for name, shape in shapes.items():
-        detail = " x ".join(str(int(d)) for d in shape) if isinstance(shape, (list, tuple)) else str(shape)
-        if name in tokens:
-            detail += f" · {tokens[name]} tokens"
-        if name in seconds:
-            detail += f" · {float(seconds[name]) * 1000:.0f} ms"
-        stages.append({"name": name, "lane": _lane(name), "detail": detail})
+    if "video_tokens" in shapes:
+        frames = shapes.get("frames")
+        stages += [
+            {"lane": "vision", "name": "Frames (CLIP-normalised)",
+             "detail": _shape(frames) + _ms(t.get("decode")) if frames else cached},
+            {"lane": "vision", "name": "EVA ViT + image Q-Former (frozen)",
+             "detail": _shape(shapes.get("frame_features")) + _ms(t.get("vision_encode"))},
+            {"lane": "vision", "name": "frame positions + video Q-Former + video_proj",
+             "detail": f"{_shape(shapes['video_tokens'])} · {shapes['video_tokens'][1]} soft tokens"},
+        ]
+    if "audio_tokens" in shapes:
+        fbank = shapes.get("fbank")
+        stages += [
+            {"lane": "audio", "name": "Audio clips (log-mel fbank)", "detail": _shape(fbank) if fbank else cached},
+            {"lane": "audio", "name": "ImageBind audio encoder (frozen)",
+             "detail": _shape(shapes.get("clip_embeddings")) + _ms(t.get("audio_encode"))},
+            {"lane": "audio", "name": "clip positions + audio Q-Former + audio_proj",
+             "detail": f"{_shape(shapes['audio_tokens'])} · {shapes['audio_tokens'][1]} soft tokens"},
+        ]
+    if "prompt_embeds" in shapes:
+        stages.append({"lane": "text", "name": "Prompt: text tokens with media embeddings spliced in",
+                       "detail": f"{_shape(shapes['prompt_embeds'])} · {tokens.get('prompt', '?')} tokens "
+                                 f"({tokens.get('media', 0)} media, {tokens.get('reused', 0)} reused from "
+                                 f"the KV cache)" + _ms(t.get("embed"))})
+        speed = trace.get("tokens_per_second")
+        stages.append({"lane": "text", "name": "LLM: stream the answer",
+                       "detail": f"{tokens.get('new', 0)} new tokens" + _ms(t.get("generate"))
+                                 + (f" · {speed:.1f} tokens/s" if speed else "")
+                                 + (f" · first token after {float(t['first_token']):.2f} s"
+                                    if "first_token" in t else "")})
     return stages
-
-
-def _lane(stage: str) -> str:
-    return "audio" if stage.startswith("audio") else "vision" if stage.startswith(("frame", "video", "image")) \
-        else "text"
 
 
 def timing_rows(trace: dict[str, Any]) -> list[list[Any]]:

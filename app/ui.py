@@ -216,7 +216,7 @@ def _api_endpoint(engine, concurrency: int) -> None:
     with gr.Row(visible=False):
         media = gr.File(label="media")
         question = gr.Textbox(label="question")
-        settings = gr.JSON(label="settings")
+        settings = gr.JSON(value={}, label="settings")
         answer = gr.Textbox(label="answer")
         button = gr.Button("chat")
     button.click(functools.partial(_on_api, engine), [state, media, question, settings], [state, answer],

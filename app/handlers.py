@@ -106,7 +106,7 @@ def _attach(engine, session: ChatSession) -> Any:
     return session.media
 
 
-def describe_media(media: Any) -> str:
+def describe_media(media: Any, extra_notes: list[str] | None = None) -> str:
     frames = 0 if media.frames_uint8 is None else len(media.frames_uint8)
     parts = [f"Loaded a {media.kind}"]
     if frames:
@@ -116,7 +116,7 @@ def describe_media(media: Any) -> str:
     elif media.kind == "video":
         parts.append("no sound")
     text = ", ".join(parts) + "."
-    notes = [str(n) for n in (media.notes or [])]
+    notes = list(dict.fromkeys(str(n) for n in [*(media.notes or []), *(extra_notes or [])]))
     return text + ("" if not notes else " " + " ".join(notes))
 
 
@@ -146,7 +146,7 @@ def load_media(engine, session: ChatSession | None, path: str | None, mode: str,
 
 
 def _status_for(session: ChatSession, media: Any) -> MediaStatus:
-    note = describe_media(media)
+    note = describe_media(media, getattr(getattr(session.conv, "media", None), "notes", None))
     kind = media_kind(session.media_path)
     if kind == "image":
         return MediaStatus(note, MODE_VISION, False, "An image has no sound.", kind)

@@ -24,6 +24,7 @@ from app.votes import VoteLog  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SESSION_TTL_S = 2 * 3600  # a tab idle this long loses its conversation (frees memory)
+MAX_UPLOAD = "512mb"  # uploads above this are refused by the server before they reach the loader
 
 CSS = """
 #notice p, #media-note p { margin: 0.2em 0; }
@@ -263,4 +264,5 @@ def serve(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, 
     votes_dir.mkdir(parents=True, exist_ok=True)
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
                        ssr_mode=False, quiet=quiet, show_error=True, allowed_paths=[str(votes_dir)],
+                       max_file_size=MAX_UPLOAD,
                        theme=gr.themes.Soft(), css=CSS, footer_links=["api"])

@@ -30,7 +30,8 @@ def run_turn(engine: Any, request: Any) -> None:
                              "shapes": {}, "tokens": {}, "notes": [],
                              "settings": dataclasses.asdict(request.settings)}
     if conv.media is not None:
-        trace["timings"]["decode"] = conv.media.load_seconds
+        if (conv.model, conv.media.id) not in conv.media_tokens:  # first turn about this file
+            trace["timings"]["decode"] = conv.media.load_seconds
         trace["notes"] += conv.media.notes
         trace["media"] = {"path": conv.media.path, "kind": conv.media.kind, "sound": conv.media.use_audio}
     media = media_tokens(engine, conv, model, trace)

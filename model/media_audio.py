@@ -31,6 +31,7 @@ FRAME_SHIFT_MS = 10.0  # ImageBind's DEFAULT_AUDIO_FRAME_SHIFT_MS
 WHOLE_TRACK_MAX_S = 40.0  # shorter tracks are decoded whole: one pass beats several seeks
 SPAN_MARGIN_S = 0.25  # decoded around each clip: covers the resampler's edge and AAC pre-roll
 MERGE_GAP_S = 1.0  # clips closer than this are decoded in one pass rather than two seeks
+PREROLL_S = 0.1  # seek this much before the wanted time (decoder warm-up, see _decode_range)
 SILENCE_PEAK = 1e-4  # peak amplitude below which a sound track counts as silent
 
 
@@ -125,7 +126,7 @@ def _clips_by_seeking(container, stream, starts, clip_duration, deadline, rate) 
             spans.append([t0, t1])
     pieces = []
     for t0, t1 in spans:
-        samples, first_index, native = _decode_range(container, stream, max(t0, 0.0), t1, deadline)
+        samples, first_index, native = _decode_range(container, stream, t0, t1, deadline)
         samples, first_index = _align(samples, first_index, native, rate)
         pieces.append((_resample(samples, first_index, native, rate), first_index * rate // native))
     clips = []
@@ -168,8 +169,12 @@ def _decode_range(container, stream, t0: float | None, t1: float | None, deadlin
     """
     tb = stream.time_base
     origin = stream.start_time or 0
-    try:  # the video may have been read first: always position the demuxer
-        container.seek(origin + int((t0 or 0.0) / tb), stream=stream, backward=True)
+    # Always seek (the video may have been read first), and to before the wanted time: a
+    # decoder restarted exactly at the first packet lacks the encoder's priming frame and
+    # returns a damaged first frame (AAC), while a target before the start keeps it.
+    target = origin + int(((t0 or 0.0) - PREROLL_S) / tb)
+    try:
+        container.seek(target, stream=stream, backward=True)
     except av.error.FFmpegError:
         container.seek(origin, stream=stream, backward=True)
     chunks, first_index, native, total = [], None, None, 0

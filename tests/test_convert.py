@@ -262,3 +262,19 @@ def test_bad_files_through_convert_files(official_tiny, tmp_path):
     assert not marker.exists()
     with pytest.raises(ValueError, match="needs both --al and --imagebind"):
         convert_files(cfg, paths["eva"], paths["blip2"], paths["vl"], paths["al"], None)
+
+
+def test_convert_command_vision_only_and_audio_args_for_a_silent_preset(tmp_path, official_tiny, tiny_llm_dir,
+                                                                         monkeypatch, capsys):
+    cfg, paths = official_tiny
+    monkeypatch.setitem(PRESETS, "tiny-silent", {**PRESETS["tiny"], "use_audio": False})
+    base = ["convert", "--vl", str(paths["vl"]), "--eva", str(paths["eva"]), "--blip2", str(paths["blip2"]),
+            "--llm", str(tiny_llm_dir)]
+    with pytest.raises(ValueError, match="no audio branch"):
+        launch.main(base + ["--preset", "tiny-silent", "--al", str(paths["al"]), "--out", str(tmp_path / "x")])
+    monkeypatch.setitem(PRESETS, "tiny-test", PRESETS["tiny"])
+    assert launch.main(base + ["--preset", "tiny-test", "--out", str(tmp_path / "vision")]) == 0
+    assert "vision branch only" in capsys.readouterr().out
+    model = load_model(tmp_path / "vision", precision="fp32", device="cpu")
+    assert model.audio_encoder is None and model.vision_encoder is not None
+    assert model.config.llm.hf_path == str(tiny_llm_dir.resolve())

@@ -100,6 +100,8 @@ def _safetensors_name(bin_name: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     cfg = VideoLlamaConfig.from_name(args.preset)
+    if not cfg.use_audio and (args.al or args.imagebind):
+        raise ValueError(f"preset {args.preset!r} has no audio branch; drop --al/--imagebind or pick another preset")
     if cfg.use_audio and args.al is None:
         print("no --al given: writing the vision branch only (use_audio=False)")
         cfg.use_audio = False

@@ -19,7 +19,6 @@ import numpy as np
 from model.media_common import CorruptMedia, Deadline, LoadOptions, place, rotate, scaled_size
 
 MAX_BAD_PACKETS = 50  # undecodable packets tolerated (damaged files) before giving up
-_KEYFRAME_FLAG = 1  # AVINDEX_KEYFRAME
 
 
 @dataclass
@@ -32,6 +31,7 @@ class VideoInfo:
     duration: float | None  # seconds; None when the container does not say (browser webm)
     num_frames: int  # 0 when unknown
     sample_aspect: float = 1.0  # pixel width / height (anamorphic video)
+    keyframes: list[int] = field(default_factory=list)  # keyframe timestamps from the index, sorted
 
 
 @dataclass
@@ -52,13 +52,34 @@ def video_info(container: av.container.InputContainer, stream: av.video.stream.V
     elif container.duration is not None:
         duration = container.duration / av.time_base
     num_frames = stream.frames
-    if num_frames <= 0 and duration is not None and fps > 0:
-        num_frames = max(1, round(duration * fps))
+    keyframes, indexed = _scan_index(stream)
+    if num_frames > 0 and abs(indexed - num_frames) <= 2:
+        num_frames = indexed  # AVI headers may count a dropped frame that the index does not list
+    if num_frames <= 0 and fps > 0:
+        last = _last_packet_time(container, stream)  # Matroska/WebM do not store a frame count
+        if last is not None:
+            num_frames, duration = round(last * fps) + 1, last + 1 / fps
+        elif duration is not None:
+            num_frames = max(1, round(duration * fps))
     if fps <= 0 and duration and num_frames > 0:
         fps = num_frames / duration
     sar = stream.sample_aspect_ratio
     return VideoInfo(width=ctx.width, height=ctx.height, fps=fps or 25.0, duration=duration,
-                     num_frames=num_frames, sample_aspect=float(sar) if sar else 1.0)
+                     num_frames=num_frames, sample_aspect=float(sar) if sar else 1.0, keyframes=keyframes)
+
+
+def _last_packet_time(container, stream) -> float | None:
+    """Time of the last video packet, found by reading packets (not decoding) after a seek near the end."""
+    if container.duration is None or stream.time_base is None:
+        return None
+    start = stream.start_time or 0
+    try:
+        container.seek(start + int(container.duration / av.time_base / stream.time_base), stream=stream,
+                       backward=True)
+        last = max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
+    except av.error.FFmpegError:
+        return None
+    return None if last is None else float((last - start) * stream.time_base)
 
 
 def sample_indices(num_total: int, fps: float, options: LoadOptions) -> list[int]:
@@ -102,8 +123,16 @@ def _packets_frames(container, stream, deadline: Deadline, skip_before_pts: list
         yield from frames
 
 
-def _keyframe_pts(stream) -> list[int]:
-    return sorted(e.timestamp for e in stream.index_entries if e.flags & _KEYFRAME_FLAG)
+def _scan_index(stream) -> tuple[list[int], int]:
+    """(sorted keyframe timestamps, number of non-empty entries) from the demuxer's index."""
+    keyframes, count = [], 0
+    for entry in stream.index_entries:
+        if entry.size > 0 and not entry.is_discard:
+            count += 1
+            if entry.is_keyframe:
+                keyframes.append(entry.timestamp)
+    keyframes.sort()
+    return keyframes, count
 
 
 def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], options: LoadOptions,
@@ -114,7 +143,7 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
     fps = info.fps
     targets = [start + int(round(Fraction(i) / Fraction(fps).limit_denominator(100000) / tb)) for i in indices]
     tolerance = int(0.5 / fps / tb)  # half a frame: pts rounding and timestamps that jitter
-    keyframes = _keyframe_pts(stream)
+    keyframes = info.keyframes
     far = int(2.0 / tb)  # without an index, a seek pays off when the target is 2 s ahead
 
     picked: list = []

@@ -103,6 +103,14 @@ def browser_webm(path: Path, *, duration: float = 1.0) -> Path:
     return path
 
 
+def count_frames(path: Path) -> int:
+    """Frames in the first video stream, counted by decoding with ffprobe (independent of PyAV)."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+                          "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().strip(","))
+
+
 def decode_png(src: Path, path: Path) -> Path:
     """First frame as the ffmpeg CLI shows it (rotation applied): an independent reference."""
     run_ffmpeg("-i", str(src), "-frames:v", "1", str(path))

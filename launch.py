@@ -25,11 +25,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's module is imported (the others are listed)."""
     parser = argparse.ArgumentParser(prog="launch.py", description="Video-LLaMA: chat about videos.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        if name in sys.argv[1:2] or "-h" in sys.argv[1:2] or "--help" in sys.argv[1:2]:
+        if name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
         else:
@@ -41,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["app", *argv]  # `python launch.py --port 7861` means the app
-    sys.argv[1:] = argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     return int(module.main(args) or 0)
 

@@ -272,6 +272,8 @@ def _video_input(path, container, stream, audio_stream, options, deadline) -> Me
         frame_message=frame_message(sampled.timestamps), duration=round(info.duration or 0.0, 3),
         fps=round(info.fps, 3), width=info.width, height=info.height, notes=list(sampled.notes),
     )
+    if sampled.rotation in (90, 270):  # report the size as displayed
+        result.width, result.height = info.height, info.width
     if audio_stream is not None and audio_stream.codec_context is None:
         result.notes.append("the sound track's codec is not supported; using the pictures only")
     elif audio_stream is None:

@@ -40,6 +40,7 @@ class SampledFrames:
     indices: list[int]
     timestamps: list[float]  # seconds from the start of the video
     notes: list[str] = field(default_factory=list)
+    rotation: int = 0  # counter-clockwise degrees applied for display
 
 
 def video_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> VideoInfo:
@@ -182,7 +183,8 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
         images.append(_to_rgb(frame, info.sample_aspect, options))
         times.append(round(float((frame.pts - start) * tb), 3))
     actual = [max(0, int(round(t * fps))) for t in times]
-    return SampledFrames(frames_uint8=np.stack(images), indices=actual, timestamps=times)
+    rotation = int(round(picked[0].rotation or 0)) % 360
+    return SampledFrames(frames_uint8=np.stack(images), indices=actual, timestamps=times, rotation=rotation)
 
 
 def _should_seek(last, target: int, keyframes: list[int], far: int) -> bool:

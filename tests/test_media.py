@@ -69,6 +69,7 @@ def test_rotation_metadata_is_honoured_like_the_ffmpeg_cli(tmp_path):
     reference = np.asarray(Image.open(mf.decode_png(rot, tmp_path / "ref.png")).convert("RGB"))
     assert reference.shape[:2] == (64, 32)  # the CLI shows it upright: taller than wide
     m = load_media(rot, LoadOptions(use_audio=False, resize="pad"))
+    assert (m.width, m.height) == (32, 64)
     frame = m.frames_uint8[0]
     ours_top, ours_bottom = _mean_rgb(frame[40:100, 90:134]), _mean_rgb(frame[124:184, 90:134])
     ref_top, ref_bottom = _mean_rgb(reference[4:28]), _mean_rgb(reference[36:60])

@@ -129,7 +129,9 @@ class ChatEngine:
             raise BadRequest(f"unknown media kind {kind!r}; use 'video', 'image' or 'audio'")
         options = dataclasses.replace(self.media_options, num_frames=num_frames,
                                       use_audio=use_audio and model.config.use_audio,
-                                      image_size=model.config.vision.image_size)
+                                      image_size=model.config.vision.image_size,
+                                      num_clips=model.config.audio.num_clips,
+                                      clip_duration=model.config.audio.clip_duration)
         stat = os.stat(path)
         load_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, _options_key(options, True))
         start = time.perf_counter()

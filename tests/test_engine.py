@@ -37,7 +37,8 @@ def media(tmp_path_factory):
 
 def _model(seed: int = 0, eos: bool = False, favour: str | None = None, **overrides):
     """A tiny model whose LM head has a bias: no eos (long answers) or one favoured character."""
-    model = tiny_model(seed=seed, audio=REAL_AUDIO, **overrides)
+    overrides["audio"] = {**REAL_AUDIO, **overrides.get("audio", {})}
+    model = tiny_model(seed=seed, **overrides)
     head = model.llm.lm_head
     biased = nn.Linear(head.in_features, head.out_features, bias=True)
     with torch.no_grad():
@@ -314,3 +315,13 @@ def test_beam_search_through_the_engine(model):
     conv = engine.new_conversation()
     deltas, answer = _chat(engine, conv, "Q?", GenerationSettings(max_new_tokens=10, num_beams=3, do_sample=False))
     assert answer and len(deltas) >= 1 and conv.kv is None
+
+
+def test_load_options_follow_the_model_config(media):
+    few_clips = _model(audio={"num_clips": 4}, vision={"image_size": 35})
+    engine = ChatEngine({"m": few_clips})
+    conv = engine.new_conversation()
+    got = engine.attach_media(conv, media / "av.mp4", num_frames=3)
+    assert tuple(got.frames.shape) == (3, 3, 35, 35) and got.audio.shape[0] == 4
+    _chat(engine, conv, "Q?")
+    assert engine.trace(conv)["shapes"]["fbank"] == [1, 4, 1, 128, 204]

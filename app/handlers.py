@@ -43,6 +43,7 @@ class ChatSession:
     mode: str = MODE_AV
     num_frames: int = 8
     turns: list[list[str]] = field(default_factory=list)  # [question, answer] pairs
+    mode_forced: bool = False  # the file allowed one mode only (the page greyed the choice)
 
     def messages(self) -> list[dict[str, str]]:
         """The chat history in Gradio's messages format."""
@@ -127,7 +128,9 @@ def load_media(engine, session: ChatSession | None, path: str | None, mode: str,
     if model:
         session.model = model
     session.num_frames = int(num_frames)
-    session.mode = mode if mode in MODES else MODE_AV
+    # A mode the last file forced is not the user's choice: a new file starts from the default.
+    session.mode = MODE_AV if session.mode_forced or mode not in MODES else mode
+    session.mode_forced = False
     if not path:
         return session, MediaStatus("Upload a video, an image or an audio file to start.",
                                     session.mode, True, "")
@@ -149,12 +152,14 @@ def _status_for(session: ChatSession, media: Any) -> MediaStatus:
     note = describe_media(media, getattr(getattr(session.conv, "media", None), "notes", None))
     kind = media_kind(session.media_path)
     if kind == "image":
+        session.mode_forced = True
         return MediaStatus(note, MODE_VISION, False, "An image has no sound.", kind)
     if kind == "audio":
+        session.mode_forced = True
         return MediaStatus(note, MODE_AUDIO, False, "An audio file has no pictures.", kind)
     if session.mode == MODE_AV and not media.has_audio:
         # The file has no sound: audio modes make no sense, so the choice greys out.
-        session.mode = MODE_VISION
+        session.mode, session.mode_forced = MODE_VISION, True
         return MediaStatus(note, MODE_VISION, False, "This video has no sound: audio is off.", kind)
     return MediaStatus(note, session.mode, True, "", kind)
 

@@ -24,6 +24,7 @@ from app.votes import VoteLog  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SESSION_TTL_S = 2 * 3600  # a tab idle this long loses its conversation (frees memory)
+MAX_SESSIONS = 1000  # per-tab states kept at most (the oldest are dropped first)
 MAX_UPLOAD = "512mb"  # uploads above this are refused by the server before they reach the loader
 
 CSS = """
@@ -77,7 +78,7 @@ def _controls(max_frames: int) -> Controls:
         num_beams = gr.Slider(1, 10, value=1, step=1, label="Beams (1 = sampling)")
         gr.Markdown("### Media")
         num_frames = gr.Slider(1, max_frames, value=min(8, max_frames), step=1, label="Number of frames",
-                               info="Frames sampled uniformly from a video (takes effect on the next file).")
+                               info="Frames sampled uniformly from a video; changing it re-reads the file.")
     return Controls(temperature, top_p, max_new_tokens, num_beams, num_frames)
 
 
@@ -195,6 +196,9 @@ def _wire_chat(engine, state: gr.State, m: dict, c: dict, controls: Controls, co
                       media_outputs, concurrency_id="media", api_visibility="undocumented")
     m["mode"].input(e(_on_mode, engine), [state, m["mode"], controls.num_frames],
                     [state, m["note"], c["chatbot"]], concurrency_id="media", api_visibility="undocumented")
+    controls.num_frames.release(e(_on_mode, engine), [state, m["mode"], controls.num_frames],
+                                [state, m["note"], c["chatbot"]], concurrency_id="media",
+                                api_visibility="undocumented")
     gen = controls.generation()
     ask_args = dict(fn=e(_on_ask, engine), inputs=[state, c["question"], *gen],
                     outputs=[state, c["chatbot"], c["notice"], c["question"]],
@@ -264,5 +268,5 @@ def serve(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, 
     votes_dir.mkdir(parents=True, exist_ok=True)
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
                        ssr_mode=False, quiet=quiet, show_error=True, allowed_paths=[str(votes_dir)],
-                       max_file_size=MAX_UPLOAD,
+                       max_file_size=MAX_UPLOAD, state_session_capacity=MAX_SESSIONS,
                        theme=gr.themes.Soft(), css=CSS, footer_links=["api"])

@@ -112,3 +112,14 @@ def test_api_settings_are_checked():
         handlers.parse_api_settings({"temprature": 0.5})
     with pytest.raises(ValueError, match="JSON object"):
         handlers.parse_api_settings("[1, 2]")
+
+
+def test_a_forced_mode_does_not_stick_to_the_next_file(engine):
+    session, status = handlers.load_media(engine, None, str(SILENT_CLIP), MODE_AV, 4)
+    assert status.mode == MODE_VISION and not status.mode_enabled
+    # The page sends back the greyed value with the next upload.
+    session, status = handlers.load_media(engine, session, str(CLIP), status.mode, 4)
+    assert status.mode == MODE_AV and status.mode_enabled and session.conv.media.use_audio
+    # A mode the user picked is kept.
+    session, status = handlers.load_media(engine, session, str(CLIP), MODE_VISION, 4)
+    assert status.mode == MODE_VISION and status.mode_enabled and not session.conv.media.use_audio

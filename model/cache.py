@@ -50,6 +50,11 @@ class LRUCache:
         with self._lock:
             return self._items.pop(key, None)
 
+    def oldest(self) -> Hashable | None:
+        """The least recently used key (None when empty)."""
+        with self._lock:
+            return next(iter(self._items), None)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)

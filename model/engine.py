@@ -328,8 +328,7 @@ class ChatEngine:
         with self._lock:
             oldest = None
             if conv.id not in self._kv_owners and len(self._kv_owners) >= KV_CONVERSATIONS:
-                oldest_id = next(iter(self._kv_owners._items))
-                oldest = self._kv_owners.pop(oldest_id)
+                oldest = self._kv_owners.pop(self._kv_owners.oldest())
             self._kv_owners.put(conv.id, conv)
             return oldest
 

@@ -32,11 +32,14 @@ def test_uniform_indices_timestamps_and_message_follow_the_formula(tmp_path):
     assert m.kind == "video" and m.fps == 25 and m.duration == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("num_frames,gop", [(8, 10), (8, 250), (32, 7), (3, 50)])
-def test_each_sampled_frame_is_the_frame_at_its_index(tmp_path, num_frames, gop):
+@pytest.mark.parametrize("num_frames,gop,bframes", [(8, 10, 0), (8, 250, 0), (32, 7, 0), (3, 50, 0),
+                                                    (8, 10, 3), (32, 25, 3), (5, 250, 3)])
+def test_each_sampled_frame_is_the_frame_at_its_index(tmp_path, num_frames, gop, bframes):
     # Frame n of the ramp is drawn with luma 16 + 4n, so a frame's colour names its index:
-    # this catches seeking to the wrong keyframe or stopping a frame early or late.
-    path = mf.video(tmp_path / "ramp.mp4", source="ramp", duration=2.0, gop=gop)
+    # this catches seeking to the wrong keyframe or stopping a frame early or late. B-frames
+    # put decode order apart from display order and exercise the dropping of non-reference frames.
+    extra = ("-preset", "medium", "-bf", str(bframes), "-b_strategy", "0") if bframes else ()
+    path = mf.video(tmp_path / "ramp.mp4", source="ramp", duration=2.0, gop=gop, extra=extra)
     m = load_media(path, LoadOptions(num_frames=num_frames, use_audio=False))
     assert m.frames_uint8.shape == (num_frames, 224, 224, 3)
     decoded = [mf.ramp_index(_mean_rgb(f).mean()) for f in m.frames_uint8]

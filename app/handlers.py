@@ -117,8 +117,9 @@ def describe_media(media: Any, extra_notes: list[str] | None = None) -> str:
     elif media.kind == "video":
         parts.append("no sound")
     text = ", ".join(parts) + "."
-    notes = list(dict.fromkeys(str(n) for n in [*(media.notes or []), *(extra_notes or [])]))
-    return text + ("" if not notes else " " + " ".join(notes))
+    notes = dict.fromkeys(str(n).strip().rstrip(".") for n in [*(media.notes or []), *(extra_notes or [])])
+    notes.pop("this video has no sound", None)  # already said above
+    return " ".join([text, *(n[:1].upper() + n[1:] + "." for n in notes if n)])
 
 
 def load_media(engine, session: ChatSession | None, path: str | None, mode: str,

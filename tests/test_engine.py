@@ -325,3 +325,15 @@ def test_load_options_follow_the_model_config(media):
     assert tuple(got.frames.shape) == (3, 3, 35, 35) and got.audio.shape[0] == 4
     _chat(engine, conv, "Q?")
     assert engine.trace(conv)["shapes"]["fbank"] == [1, 4, 1, 128, 204]
+
+
+def test_only_the_most_recent_conversations_keep_a_kv_cache(model):
+    from model.engine import KV_CONVERSATIONS
+
+    engine = ChatEngine({"m": model})
+    convs = [engine.new_conversation() for _ in range(KV_CONVERSATIONS + 1)]
+    for conv in convs:
+        _chat(engine, conv, "Q?", GenerationSettings(max_new_tokens=2, do_sample=False))
+    assert convs[0].kv is None and all(c.kv is not None for c in convs[1:])
+    _chat(engine, convs[0], "Again?", GenerationSettings(max_new_tokens=2, do_sample=False))
+    assert engine.trace(convs[0])["tokens"]["reused"] == 0 and convs[1].kv is None

@@ -222,7 +222,8 @@ def _to_mono(frame: av.AudioFrame) -> np.ndarray:
     if not frame.format.is_planar:
         arr = arr.reshape(-1, channels).T  # (channels, samples)
     name = frame.format.name.rstrip("p")
+    if name == "flt":  # AAC, Opus, Vorbis, MP3: the common case, no conversion needed
+        return np.array(arr[0]) if channels == 1 else arr.mean(axis=0, dtype=np.float32)
     if name == "u8":
         arr = arr.astype(np.float32) - 128.0
-    scale = _SCALE.get(name, 1.0)
-    return (arr.astype(np.float32).mean(axis=0) / scale).astype(np.float32)
+    return (arr.astype(np.float64).mean(axis=0) / _SCALE.get(name, 1.0)).astype(np.float32)

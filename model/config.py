@@ -93,6 +93,30 @@ class AudioConfig:
 
 
 @dataclass
+class ImageBindVisionConfig:
+    """ImageBind-Huge vision encoder: the frozen teacher of the audio branch's training.
+
+    Video-LLaMA trains the audio adapter on frames: each frame goes through ImageBind's
+    vision path and the resulting embedding stands in for an audio clip embedding (the two
+    share ImageBind's embedding space). Input frames use the CLIP statistics, as EVA's do.
+    """
+
+    image_size: int = 224
+    patch_size: int = 14
+    num_frames: int = 2  # a still image is repeated to a 2-frame clip for the Conv3d stem
+    width: int = 1280
+    depth: int = 32
+    num_heads: int = 16  # head dim 80
+    mlp_dim: int = 5120  # 4 x width
+    out_dim: int = 1024
+    norm_eps: float = 1e-6  # pre-transformer, block and head LayerNorms alike
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass
 class LLMConfig:
     """The frozen LLaMA-architecture language model.
 
@@ -139,6 +163,8 @@ class VideoLlamaConfig:
     max_frame_pos: int = 32  # rows of the frame position embedding: a hard frame limit
     use_vision: bool = True
     use_audio: bool = True
+    # Training only: the frozen frame encoder of the paper's audio-branch stages (None = not used).
+    audio_visual_teacher: ImageBindVisionConfig | None = None
 
     def __post_init__(self) -> None:
         # Widths that must agree between components are stated once per component and
@@ -152,6 +178,13 @@ class VideoLlamaConfig:
         for name_a, a, name_b, b in pairs:
             if a != b:
                 raise ValueError(f"config mismatch: {name_a}={a} but {name_b}={b}; they must be equal")
+        teacher = self.audio_visual_teacher
+        if teacher is not None and teacher.out_dim != self.audio.out_dim:
+            raise ValueError(f"config mismatch: audio_visual_teacher.out_dim={teacher.out_dim} but "
+                             f"audio.out_dim={self.audio.out_dim}; they must be equal")
+        if teacher is not None and teacher.image_size % teacher.patch_size:
+            raise ValueError(f"audio_visual_teacher.image_size {teacher.image_size} is not a multiple of "
+                             f"audio_visual_teacher.patch_size {teacher.patch_size}")
         if self.vision.image_size % self.vision.patch_size:
             raise ValueError(f"vision.image_size {self.vision.image_size} is not a multiple of "
                              f"vision.patch_size {self.vision.patch_size}")
@@ -196,10 +229,15 @@ def _apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = _apply_overrides(current, value)
+        elif current is None and isinstance(value, dict) and key in _OPTIONAL_SECTIONS:
+            changes[key] = _apply_overrides(_OPTIONAL_SECTIONS[key](), value)
         else:
             changes[key] = value
     return dataclasses.replace(obj, **changes)
 
+
+# Fields that default to None but, when given as a dict, hold this dataclass.
+_OPTIONAL_SECTIONS: dict[str, type] = {"audio_visual_teacher": ImageBindVisionConfig}
 
 # -- presets (data only) -----------------------------------------------------------
 # LLaMA-2-chat 7B / 13B: the Video-LLaMA-2 series (DAMO-NLP-SG/Video-LLaMA-2-{7B,13B}-*).

@@ -13,6 +13,9 @@ Keys that are dropped on purpose are listed here, each with its reason:
 - ImageBind: every modality except audio (explicit prefix list ``IMAGEBIND_OTHER_MODALITIES``);
   the audio postprocessor's fixed ``log_logit_scale`` buffer is *checked* to equal
   log(logit_scale) rather than dropped silently, since our encoder uses the config value;
+- ImageBind vision (``convert_imagebind_vision``, the training-time teacher of the audio
+  branch): every modality except vision (explicit prefix list ``IMAGEBIND_NOT_VISION``),
+  including audio's ``log_logit_scale`` (the vision postprocessor has no scale at all);
 - Video-LLaMA adapter files: buffers the original saved with the trainable weights
   (``*.embeddings.position_ids``, ``llama_model...rotary_emb.inv_freq``, ImageBind's text
   ``mask`` and fixed logit scales). Optimizer state, ``config``, ``scaler`` and ``epoch``
@@ -115,10 +118,36 @@ IMAGEBIND_TO_OURS: dict[str, str] = {
     "modality_heads.audio.0.bias": "audio_encoder.head_norm.bias",
     "modality_heads.audio.2.weight": "audio_encoder.head_proj.weight",
 }
+# ImageBind's vision path -> ImageBindVisionEncoder's own keys (model/imagebind_vision.py). No
+# prefix: the encoder is a training-time teacher, not part of VideoLlama or the model folder.
+IMAGEBIND_VISION_TO_OURS: dict[str, str] = {
+    "modality_preprocessors.vision.cls_token": "cls_token",
+    # rgbt_stem.proj is nn.Sequential(PadIm2Video, Conv3d): the Conv3d is index 1.
+    "modality_preprocessors.vision.rgbt_stem.proj.1.weight": "patch_embed.weight",
+    "modality_preprocessors.vision.pos_embedding_helper.pos_embed": "pos_embed",
+    # pre_transformer_layer is nn.Sequential(LayerNorm, EinOpsRearrange).
+    "modality_trunks.vision.pre_transformer_layer.0.weight": "pre_norm.weight",
+    "modality_trunks.vision.pre_transformer_layer.0.bias": "pre_norm.bias",
+    # nn.MultiheadAttention without bias_kv on both sides.
+    **{f"modality_trunks.vision.blocks.{{}}.attn.{n}": f"blocks.{{}}.attn.{n}"
+       for n in ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")},
+    **{f"modality_trunks.vision.blocks.{{}}.{theirs}.{p}": f"blocks.{{}}.{mine}.{p}"
+       for theirs, mine in (("norm_1", "norm1"), ("norm_2", "norm2"), ("mlp.fc1", "mlp.fc1"),
+                            ("mlp.fc2", "mlp.fc2"))
+       for p in ("weight", "bias")},
+    "modality_heads.vision.0.weight": "head_norm.weight",
+    "modality_heads.vision.0.bias": "head_norm.bias",
+    "modality_heads.vision.2.weight": "head_proj.weight",
+    # The vision postprocessor is a parameter-free Normalize: it has no keys.
+}
 IMAGEBIND_LOGIT_SCALE = "modality_postprocessors.audio.1.log_logit_scale"
 IMAGEBIND_OTHER_MODALITIES = tuple(
     f"modality_{part}.{m}." for part in ("preprocessors", "trunks", "heads", "postprocessors")
     for m in ("vision", "text", "depth", "thermal", "imu")
+)
+IMAGEBIND_NOT_VISION = tuple(
+    f"modality_{part}.{m}." for part in ("preprocessors", "trunks", "heads", "postprocessors")
+    for m in ("audio", "text", "depth", "thermal", "imu")
 )
 
 # Dropped on purpose (see module docstring). Prefixes, and templates with ``{}`` layers.
@@ -227,6 +256,15 @@ def convert_imagebind_audio(sd: Mapping[str, torch.Tensor], logit_scale: float) 
         elif not key.startswith(IMAGEBIND_OTHER_MODALITIES):
             kept[key] = tensor
     return _map_all(kept, IMAGEBIND_TO_OURS, "ImageBind checkpoint")
+
+
+def convert_imagebind_vision(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """``imagebind_huge.pth`` (flat) -> ``ImageBindVisionEncoder`` keys; other modalities dropped.
+
+    The result loads with ``ImageBindVisionEncoder.load_state_dict`` (it has no prefix).
+    """
+    kept = {k: t for k, t in sd.items() if not k.startswith(IMAGEBIND_NOT_VISION)}
+    return _map_all(kept, IMAGEBIND_VISION_TO_OURS, "ImageBind checkpoint (vision)")
 
 
 def convert_videollama(sd: Mapping[str, torch.Tensor], logit_scale: float = 20.0) -> StateDict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from model.config import AudioConfig, QFormerConfig, VideoLlamaConfig, VisionConfig
+from model.config import AudioConfig, ImageBindVisionConfig, QFormerConfig, VideoLlamaConfig, VisionConfig
 
 Make = Callable[[tuple[int, ...]], torch.Tensor]
 StateDict = dict[str, torch.Tensor]
@@ -109,8 +109,34 @@ def blip2_state_dict(cfg: VideoLlamaConfig, make: Make, t5_dim: int = 4096) -> S
     return sd
 
 
-def imagebind_state_dict(cfg: AudioConfig, make: Make) -> StateDict:
-    """``imagebind_huge.pth``: the audio modality in full plus a few keys of every other one."""
+def imagebind_vision_state_dict(cfg: ImageBindVisionConfig, make: Make) -> StateDict:
+    """The vision modality of ``imagebind_huge.pth`` in full (its normaliser has no keys)."""
+    W, M = cfg.width, cfg.mlp_dim
+    v = "modality_preprocessors.vision."
+    sd = {v + "cls_token": make((1, 1, W)),
+          # rgbt_stem.proj = Sequential(PadIm2Video, Conv3d(bias=False)); only index 1 has weights
+          v + "rgbt_stem.proj.1.weight": make((W, 3, cfg.num_frames, cfg.patch_size, cfg.patch_size)),
+          v + "pos_embedding_helper.pos_embed": make((1, 1 + cfg.num_patches, W))}
+    _norm(sd, "modality_trunks.vision.pre_transformer_layer.0", W, make)
+    for i in range(cfg.depth):
+        b = f"modality_trunks.vision.blocks.{i}."
+        sd[b + "attn.in_proj_weight"] = make((3 * W, W))
+        sd[b + "attn.in_proj_bias"] = make((3 * W,))  # no bias_k / bias_v: add_bias_kv=False
+        _linear(sd, b + "attn.out_proj", W, W, make)
+        _norm(sd, b + "norm_1", W, make)
+        _norm(sd, b + "norm_2", W, make)
+        _linear(sd, b + "mlp.fc1", M, W, make)
+        _linear(sd, b + "mlp.fc2", W, M, make)
+    _norm(sd, "modality_heads.vision.0", W, make)
+    sd["modality_heads.vision.2.weight"] = make((cfg.out_dim, W))
+    return sd
+
+
+def imagebind_state_dict(cfg: AudioConfig, make: Make, vision: ImageBindVisionConfig | None = None) -> StateDict:
+    """``imagebind_huge.pth``: the audio modality in full plus a few keys of every other one.
+
+    With ``vision``, the vision modality is written in full too (for the vision converter).
+    """
     W, M = cfg.width, cfg.mlp_dim
     a = "modality_preprocessors.audio."
     sd = {a + "cls_token": make((1, 1, W)),
@@ -132,10 +158,15 @@ def imagebind_state_dict(cfg: AudioConfig, make: Make) -> StateDict:
     sd["modality_heads.audio.2.weight"] = make((cfg.out_dim, W))
     sd["modality_postprocessors.audio.1.log_logit_scale"] = torch.tensor(math.log(cfg.logit_scale))
     # Other modalities: representative keys of each kind, all dropped by the converter.
-    for m in ("vision", "text", "depth", "thermal", "imu"):
+    for m in ("text", "depth", "thermal", "imu"):
         sd[f"modality_trunks.{m}.blocks.0.attn.in_proj_weight"] = make((3 * 8, 8))
         sd[f"modality_heads.{m}.0.weight"] = make((8,))
-    sd["modality_preprocessors.vision.rgbt_stem.proj.1.weight"] = make((8, 3, 2, 14, 14))
+    if vision is None:
+        sd["modality_trunks.vision.blocks.0.attn.in_proj_weight"] = make((3 * 8, 8))
+        sd["modality_heads.vision.0.weight"] = make((8,))
+        sd["modality_preprocessors.vision.rgbt_stem.proj.1.weight"] = make((8, 3, 2, 14, 14))
+    else:
+        sd.update(imagebind_vision_state_dict(vision, make))
     sd["modality_preprocessors.text.mask"] = torch.full((77, 77), float("-inf")).triu(1)
     sd["modality_postprocessors.text.1.log_logit_scale"] = torch.tensor(math.log(1 / 0.07))
     for m, scale in (("depth", 5.0), ("thermal", 10.0), ("imu", 5.0)):

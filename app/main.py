@@ -96,6 +96,7 @@ def load_models(folders: list[Path], precision: str, device: str | None) -> dict
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
     folders = model_folders(args)
     for folder in folders:
         problem = missing_message(folder)

@@ -131,3 +131,37 @@ def test_votes_are_appended_with_inputs_and_downloadable(served, client):
         assert json.loads(handle.readlines()[-1]) == record
     again, *_ = client.predict(api_name="/vote_right")
     assert "already voted" in again
+
+
+@pytest.mark.slow
+def test_launch_py_serves_a_model_folder(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from model.checkpoint import save_model_folder
+    from tests.app_helpers import TINY_AUDIO, free_port
+    from tests.tiny import tiny_llm_folder, tiny_model
+
+    folder = tmp_path / "tiny-folder"
+    save_model_folder(tiny_model(llm={"hf_path": "llm"}, audio=TINY_AUDIO), folder)
+    tiny_llm_folder(folder)
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen([sys.executable, str(root / "launch.py"), "--model", str(folder), "--port", str(port),
+                               "--votes", str(tmp_path / "votes.jsonl")], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, client = time.time() + 120, None
+        while client is None and time.time() < deadline and server.poll() is None:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(1)
+        assert client is not None, server.stdout.read() if server.poll() is not None else "no answer"
+        answer = client.predict(handle_file(str(CLIP)), "What?", {"max_new_tokens": 8}, api_name="/chat")
+        assert answer.strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

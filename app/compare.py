@@ -192,8 +192,9 @@ def build_tab(engine, log: VoteLog, controls, concurrency: int) -> None:
             notice = gr.Markdown("", elem_id="cmp-notice")
         with gr.Column(scale=3):
             with gr.Row():
-                boxes = [gr.Textbox(label=names[i], lines=10, max_lines=20, interactive=False, visible=i < 2,
-                                    elem_id=f"cmp-answer-{i}") for i in range(max(2, len(names)))]
+                labels = names + [f"model {i + 1}" for i in range(len(names), 2)]  # two boxes even for one model
+                boxes = [gr.Textbox(label=label, lines=10, max_lines=20, interactive=False, visible=i < 2,
+                                    elem_id=f"cmp-answer-{i}") for i, label in enumerate(labels)]
             with gr.Row():
                 buttons = {choice: gr.Button(label, size="sm") for choice, label in VOTES.items()}
             vote_note = gr.Markdown("", elem_id="cmp-vote-note")

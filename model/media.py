@@ -151,8 +151,8 @@ def _decode(path: str, size: int, options: LoadOptions, deadline: Deadline) -> M
     image = probe_image(path)
     if image is not None and not (image[0] in _ANIMATED_IMAGE_FORMATS and image[3] > 1):
         return _image_input(path, image, options)
-    with tempfile.TemporaryDirectory(prefix="media-") as tmp:
-        container = _open(path)
+    container = _open(path)
+    with tempfile.TemporaryDirectory(prefix="media-") as tmp:  # for a remuxed copy, if one is needed
         try:
             video, audio = _pick_streams(container)
             if (video or audio) is not None and _needs_remux(container, video or audio):

@@ -59,6 +59,7 @@ class LoadOptions:
     clip_duration: float = _AUDIO.clip_duration
     use_audio: bool = True
     backend: str = "pyav"  # "decord" decodes frames the way the original did (parity checks)
+    decode_threads: int = 0  # video decoder threads; 0 = one per core (as decord does)
     max_bytes: int = 2 * 1024**3
     max_duration_s: float = 2 * 3600.0
     max_pixels: int = 7680 * 4320  # one frame; 8K is the largest accepted by default
@@ -73,6 +74,8 @@ class LoadOptions:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.decode_threads < 0:
+            raise ValueError(f"decode_threads must be 0 (automatic) or more, got {self.decode_threads}")
         if self.image_size < 1 or self.num_clips < 1 or not self.clip_duration > 0:
             raise ValueError("image_size, num_clips and clip_duration must be positive")
         if min(self.max_bytes, self.max_duration_s, self.max_pixels, self.timeout_s) <= 0:

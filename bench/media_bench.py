@@ -1,0 +1,211 @@
+"""Media loading speed and memory: our loader against the original Video-LLaMA approach.
+
+    python bench/media_bench.py [--repeats 5] [--cache-dir DIR] [--skip-rss]
+
+Generates (once, then cached) a 10-second and a 10-minute 1280x720 25 fps H.264 + AAC video
+and a 10-minute 1920x1080 one, with ffmpeg's ``testsrc`` and x264 ``ultrafast`` (default
+GOP: x264's 250 frames). Then, measured side by side in one run (interleaved, medians):
+
+- ours: ``load_media(path)``: 8 frames + 8 audio fbank clips, as the model receives them;
+- the original: decord ``VideoReader(path, width=224, height=224)`` + ``get_batch`` for the
+  frames, ``torchaudio.load`` of the whole track, resample, cut into clips, fbank;
+- frames only, for the choice of decoder: ours (PyAV), decord, torchcodec (approximate seek).
+
+Peak resident memory on the 1080p file is measured in fresh subprocesses, next to the peak
+of a process that only imports the same modules (torch alone is about 0.5 GB here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchaudio  # noqa: E402
+
+from model.media import LoadOptions, load_media  # noqa: E402
+from model.media_audio import fbank_clip  # noqa: E402
+from model.media_common import normalise  # noqa: E402
+
+VIDEOS = {  # name -> (size, seconds)
+    "720p-10s": ("1280x720", 10),
+    "720p-10min": ("1280x720", 600),
+    "1080p-10min": ("1920x1080", 600),
+}
+
+
+def make_video(path: Path, size: str, seconds: int, gop: int | None) -> None:
+    """testsrc + 440 Hz stereo AAC at 48 kHz, 25 fps, x264 ultrafast; written atomically."""
+    tmp = path.with_suffix(".part.mp4")
+    gop_args = ["-g", str(gop)] if gop else []
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y",
+           "-f", "lavfi", "-i", f"testsrc=size={size}:rate=25:duration={seconds}",
+           "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+           "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *gop_args,
+           "-c:a", "aac", "-ac", "2", str(tmp)]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    tmp.rename(path)
+    print(f"  generated {path.name} in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def ensure_videos(cache: Path, gop: int | None, names: list[str]) -> dict[str, Path]:
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in names:
+        size, seconds = VIDEOS[name]
+        path = cache / f"{name}-gop{gop or 'default'}.mp4"
+        if not path.exists():
+            make_video(path, size, seconds, gop)
+        paths[name] = path
+    return paths
+
+
+# -- the approaches -----------------------------------------------------------------
+def ours(path: Path) -> None:
+    m = load_media(path)
+    assert m.frames.shape == (8, 3, 224, 224) and m.audio.shape == (8, 1, 128, 204)
+
+
+def ours_frames(path: Path) -> None:
+    load_media(path, LoadOptions(use_audio=False))
+
+
+def original(path: Path) -> None:
+    """The original's inference path (Chat.upload_video + ImageBind's audio loader), re-typed."""
+    frames = decord_frames(path)
+    waveform, rate = torchaudio.load(str(path))
+    waveform = torchaudio.functional.resample(waveform, orig_freq=rate, new_freq=16000)
+    duration = waveform.shape[1] / 16000
+    starts = [Fraction(max(duration - 2, 0)) / 8 * i for i in range(8)]
+    clips = [waveform[0, int(s * 16000) : int((s + 2) * 16000)] for s in starts]
+    fbank = torch.stack([fbank_clip(c) for c in clips])
+    assert frames.shape == (8, 3, 224, 224) and fbank.shape == (8, 1, 128, 204)
+
+
+def decord_frames(path: Path) -> torch.Tensor:
+    import decord
+
+    reader = decord.VideoReader(str(path), width=224, height=224)
+    n = len(reader)
+    indices = np.arange(0, n, n / 8).astype(int)
+    return normalise(reader.get_batch(indices).asnumpy())
+
+
+def torchcodec_frames(path: Path) -> torch.Tensor:
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(str(path), seek_mode="approximate")
+    n = decoder.metadata.num_frames
+    batch = decoder.get_frames_at(np.arange(0, n, n / 8).astype(int).tolist()).data  # (8, 3, H, W)
+    small = torch.nn.functional.interpolate(batch.float(), size=(224, 224), mode="bicubic", antialias=True)
+    return small.clamp(0, 255).round().to(torch.uint8)
+
+
+APPROACHES = {"ours": ours, "original": original, "ours-frames": ours_frames,
+              "decord-frames": lambda p: decord_frames(p), "torchcodec-frames": torchcodec_frames}
+
+
+def time_all(paths: dict[str, Path], repeats: int) -> dict[tuple[str, str], list[float]]:
+    """Interleave every (approach, file) pair in each round so load changes hit all alike."""
+    cases = [(a, f) for f in ("720p-10s", "720p-10min") for a in APPROACHES]
+    for approach, name in cases:  # warm-up: imports, page cache, first-call costs
+        APPROACHES[approach](paths[name])
+    times: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
+    for _ in range(repeats):
+        for approach, name in cases:
+            started = time.perf_counter()
+            APPROACHES[approach](paths[name])
+            times[(approach, name)].append(time.perf_counter() - started)
+    return times
+
+
+# -- memory -------------------------------------------------------------------------
+_RSS_SCRIPT = """
+import json, resource, sys
+sys.path.insert(0, {root!r})
+import av, decord, torchcodec.decoders  # same imports as the measured calls
+import bench.media_bench as b
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if sys.argv[1] != "imports-only":
+    b.APPROACHES[sys.argv[1]](sys.argv[2])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"baseline_mb": baseline / 1024, "peak_mb": peak / 1024}}))
+"""
+
+
+def peak_rss(approach: str, path: Path, threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT.format(root=str(ROOT)), approach, str(path)],
+                         capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- report -------------------------------------------------------------------------
+def _verdict(value: float, target: float, below: bool = True) -> str:
+    return "meets" if (value <= target if below else value < target) else "MISSES"
+
+
+def report(times: dict, rss: dict | None) -> None:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print("\nmedian seconds (each call opens the file and returns model-ready tensors)")
+    print(f"  {'approach':<18} {'720p-10s':>10} {'720p-10min':>11}   all runs (10 s | 10 min)")
+    for approach in APPROACHES:
+        a, b = med[(approach, "720p-10s")], med[(approach, "720p-10min")]
+        runs = " ".join(f"{t:.3f}" for t in times[(approach, "720p-10s")])
+        runs_long = " ".join(f"{t:.3f}" for t in times[(approach, "720p-10min")])
+        print(f"  {approach:<18} {a:>10.3f} {b:>11.3f}   {runs} | {runs_long}")
+    r_len = med[("ours", "720p-10min")] / med[("ours", "720p-10s")]
+    r_long = med[("ours", "720p-10min")] / med[("original", "720p-10min")]
+    r_short = med[("ours", "720p-10s")] / med[("original", "720p-10s")]
+    print("\nratios of medians")
+    print(f"  ours 10 min / ours 10 s          {r_len:6.2f}   target <= 1.5  {_verdict(r_len, 1.5)}")
+    print(f"  ours / original, 10 min          {r_long:6.2f}   target <= 0.5  {_verdict(r_long, 0.5)}")
+    print(f"  ours / original, 10 s            {r_short:6.2f}   target <= 1.0  {_verdict(r_short, 1.0)}")
+    if rss:
+        print("\npeak resident memory, 1080p 10-minute file (fresh process each)")
+        base = rss["imports-only"]["peak_mb"]
+        print(f"  imports only (torch, torchaudio, av, decord)  {base:7.0f} MB")
+        for approach in ("ours", "original"):
+            peak = rss[approach]["peak_mb"]
+            print(f"  {approach:<10} peak {peak:7.0f} MB   above imports {peak - base:6.0f} MB   "
+                  f"target < 500 MB total: {_verdict(peak, 500, below=False)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "videollama-media-bench")
+    parser.add_argument("--gop", type=int, default=None, help="x264 keyframe interval (default: x264's 250)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: shared CPU)")
+    parser.add_argument("--skip-rss", action="store_true", help="skip the 1080p memory measurement")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = ["720p-10s", "720p-10min"] + ([] if args.skip_rss else ["1080p-10min"])
+    print(f"videos in {args.cache_dir} (generated on first use; x264 ultrafast, 25 fps, "
+          f"GOP {args.gop or 'x264 default 250'})", flush=True)
+    paths = ensure_videos(args.cache_dir, args.gop, names)
+    print(f"timing {len(APPROACHES)} approaches x 2 files x {args.repeats} rounds, torch threads {args.threads}",
+          flush=True)
+    times = time_all(paths, args.repeats)
+    rss = None
+    if not args.skip_rss:
+        rss = {a: peak_rss(a, paths["1080p-10min"], args.threads) for a in ("imports-only", "ours", "original")}
+    report(times, rss)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ decord stays available as ``LoadOptions(backend="decord")`` to reproduce the ori
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -70,17 +71,23 @@ def video_info(container: av.container.InputContainer, stream: av.video.stream.V
 
 
 def _last_packet_time(container, stream) -> float | None:
-    """Time of the last video packet, found by reading packets (not decoding) after a seek near the end."""
+    """Time of the last video packet, found by reading packets (not decoding) after a seek near the end.
+
+    If a seek to the end finds nothing (FLV without an index), try 10 s before it, then the start.
+    """
     if container.duration is None or stream.time_base is None:
         return None
     start = stream.start_time or 0
-    try:
-        container.seek(start + int(container.duration / av.time_base / stream.time_base), stream=stream,
-                       backward=True)
-        last = max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
-    except av.error.FFmpegError:
-        return None
-    return None if last is None else float((last - start) * stream.time_base)
+    end = start + int(container.duration / av.time_base / stream.time_base)
+    for offset in (end, end - int(10 / stream.time_base), 0):
+        try:
+            container.seek(max(offset, 0), stream=stream, backward=True)
+            last = max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
+        except av.error.FFmpegError:
+            continue
+        if last is not None:
+            return float((last - start) * stream.time_base)
+    return None
 
 
 def sample_indices(num_total: int, fps: float, options: LoadOptions) -> list[int]:
@@ -161,11 +168,8 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
             picked.append(last)  # several indices map to one frame (very short videos)
             continue
         if _should_seek(last, target, keyframes, far):
-            try:
-                container.seek(max(target, start), stream=stream, backward=True)
-            except av.error.FFmpegError:
-                pass  # not seekable: keep decoding forward from where we are
-            frames_iter = _packets_frames(container, stream, deadline, skip_before)
+            skip_before[0] = target - 2 * tolerance
+            frames_iter = _seek(container, stream, target, start, tolerance, deadline, skip_before)
             last = None
         elif frames_iter is None:
             frames_iter = _packets_frames(container, stream, deadline, skip_before)
@@ -190,6 +194,26 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
     actual = [max(0, int(round(t * fps))) for t in times]
     rotation = int(round(picked[0].rotation or 0)) % 360
     return SampledFrames(frames_uint8=np.stack(images), indices=actual, timestamps=times, rotation=rotation)
+
+
+def _seek(container, stream, target: int, start: int, tolerance: int, deadline: Deadline, skip_before: list):
+    """Seek to the keyframe before ``target`` and return an iterator of frames from there.
+
+    Formats without an index (MPEG-TS, for one) may land after the target; then seek again
+    further back, doubling the distance, down to the start of the file.
+    """
+    back = 0
+    while True:
+        goal = target - back
+        try:
+            container.seek(goal if goal > start else 0, stream=stream, backward=True)
+        except av.error.FFmpegError:
+            return _packets_frames(container, stream, deadline, skip_before)  # keep going forward
+        frames = _packets_frames(container, stream, deadline, skip_before)
+        first = next((f for f in frames if f.pts is not None), None)
+        if first is None or first.pts <= target + tolerance or goal <= start:
+            return itertools.chain([first] if first is not None else [], frames)
+        back = max(2 * back, int(1.0 / stream.time_base))
 
 
 def _should_seek(last, target: int, keyframes: list[int], far: int) -> bool:

@@ -108,7 +108,7 @@ def count_frames(path: Path) -> int:
     out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
                           "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
                          capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().strip(","))
+    return int(out.stdout.split()[0].strip(","))  # MPEG-TS lists the stream once per program
 
 
 def decode_png(src: Path, path: Path) -> Path:

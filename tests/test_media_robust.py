@@ -29,7 +29,8 @@ def _mean_rgb(frame: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("suffix,vcodec,acodec", [
     ("mp4", "libx264", "aac"), ("mov", "libx264", "aac"), ("mkv", "libx264", "libopus"),
-    ("webm", "libvpx", "libopus"), ("avi", "mpeg4", "libmp3lame"),
+    ("webm", "libvpx", "libopus"), ("avi", "mpeg4", "libmp3lame"), ("ts", "libx264", "aac"),
+    ("mpg", "mpeg2video", "mp2"), ("flv", "libx264", "aac"),
 ])
 def test_containers(tmp_path, suffix, vcodec, acodec):
     path = mf.video(tmp_path / f"blue.{suffix}", source="color", color="blue", audio="sine",
@@ -40,6 +41,16 @@ def test_containers(tmp_path, suffix, vcodec, acodec):
     assert m.frame_indices == [int(i * n / 8) for i in range(8)]
     assert np.abs(_mean_rgb(m.frames_uint8[-1]) - [0, 0, 255]).max() < 15
     assert m.audio.shape == (8, 1, 128, 204)
+
+
+@pytest.mark.parametrize("suffix", ["ts", "mkv", "mov"])
+def test_exact_frames_in_other_containers(tmp_path, suffix):
+    # MPEG-TS has no index and its seeks can land after the target: they must be retried.
+    path = mf.video(tmp_path / f"ramp.{suffix}", source="ramp", duration=2.0, gop=10)
+    for n in (8, 32):
+        m = load_media(path, LoadOptions(num_frames=n))
+        shown = [mf.ramp_index(_mean_rgb(f).mean()) for f in m.frames_uint8]
+        assert shown == m.frame_indices == [int(i * 50 / n) for i in range(n)]
 
 
 def test_no_audio_track_is_flagged(tmp_path):

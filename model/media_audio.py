@@ -79,6 +79,9 @@ def load_clips(container, stream, options: LoadOptions, deadline: Deadline,
     """Decode ``options.num_clips`` clips of ``options.clip_duration`` s from an audio stream."""
     duration = _stream_duration(container, stream)
     rate = config.sample_rate
+    for other in container.streams:  # let the demuxer skip video packets instead of reading them
+        if other is not stream:
+            other.discard = type(other.discard).all
     if duration is None or duration <= WHOLE_TRACK_MAX_S:
         wave = _resample(*_decode_range(container, stream, None, None, deadline), rate)
         duration = wave.numel() / rate  # exact, as the original computes it

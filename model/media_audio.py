@@ -186,14 +186,19 @@ def _decode_range(container, stream, t0: float | None, t1: float | None, deadlin
         if first_index is None:
             pts = frame.pts if (t0 is not None and frame.pts is not None) else origin
             first_index = round(float((pts - origin) * tb) * native)
-        mono = _to_mono(frame)
-        chunks.append(mono)
-        total += mono.size
+        chunks.append(_planes(frame))
+        total += frame.samples
         if t1 is not None and first_index + total >= t1 * native:
             break
     if not chunks:
         return np.zeros(0, np.float32), 0, native or stream.rate or AUDIO.sample_rate
-    return np.concatenate(chunks), first_index, native
+    if len({c.shape[0] for c in chunks}) > 1:  # the channel layout changed mid-stream
+        chunks = [c.mean(axis=0, keepdims=True) for c in chunks]
+    planes = np.concatenate(chunks, axis=1)  # (channels, samples)
+    # The original ran Kaldi fbank on channel 0 of the file; averaging keeps both sides of a
+    # stereo mix and equals channel 0 whenever the channels are the same.
+    mono = planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32), first_index, native
 
 
 def _audio_frames(container, stream, deadline: Deadline):
@@ -214,19 +219,14 @@ def _audio_frames(container, stream, deadline: Deadline):
 _SCALE = {"s16": 32768.0, "s32": 2147483648.0, "u8": 128.0, "s64": 9.223372036854776e18}
 
 
-def _to_mono(frame: av.AudioFrame) -> np.ndarray:
-    """Average the channels of a decoded frame into float32 in [-1, 1].
-
-    The original ran Kaldi fbank on channel 0 of the file; averaging keeps both sides of a
-    stereo mix and equals channel 0 whenever the channels are the same.
-    """
+def _planes(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded frame as (channels, samples) float32 in [-1, 1]; averaging waits for the end."""
     arr = frame.to_ndarray()
-    channels = len(frame.layout.channels)
     if not frame.format.is_planar:
-        arr = arr.reshape(-1, channels).T  # (channels, samples)
+        arr = arr.reshape(-1, len(frame.layout.channels)).T  # (channels, samples)
     name = frame.format.name.rstrip("p")
-    if name == "flt":  # AAC, Opus, Vorbis, MP3: the common case, no conversion needed
-        return np.array(arr[0]) if channels == 1 else arr.mean(axis=0, dtype=np.float32)
+    if name == "flt":  # AAC, Opus, Vorbis, MP3: the common case, no conversion
+        return arr
     if name == "u8":
         arr = arr.astype(np.float32) - 128.0
-    return (arr.astype(np.float64).mean(axis=0) / _SCALE.get(name, 1.0)).astype(np.float32)
+    return (arr.astype(np.float64) / _SCALE.get(name, 1.0)).astype(np.float32)

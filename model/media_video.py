@@ -160,21 +160,24 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
         stream.codec_context.thread_count = options.decode_threads
     far = int(2.0 / tb)  # without an index, a seek pays off when the target is 2 s ahead
 
-    picked: list = []
+    scaler = VideoReformatter()  # one scaler for all frames: building one costs ~5 ms at 720p
+    images: list[np.ndarray] = []  # converted at once: holding 8K frames would cost 50 MB each
+    pts: list[int] = []
+    rotation = 0
     skip_before: list = [None]
     frames_iter = None
     last = None  # last decoded frame
     for target in targets:
-        if last is not None and abs(last.pts - target) <= tolerance:
-            picked.append(last)  # several indices map to one frame (very short videos)
+        if pts and abs(pts[-1] - target) <= tolerance:
+            images.append(images[-1])  # several indices map to one frame (very short videos)
+            pts.append(pts[-1])
             continue
+        skip_before[0] = target - 2 * tolerance
         if _should_seek(last, target, keyframes, far):
-            skip_before[0] = target - 2 * tolerance
             frames_iter = _seek(container, stream, target, start, tolerance, deadline, skip_before)
             last = None
         elif frames_iter is None:
             frames_iter = _packets_frames(container, stream, deadline, skip_before)
-        skip_before[0] = target - 2 * tolerance
         found = None
         for frame in frames_iter:
             if frame.pts is None:
@@ -186,15 +189,13 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
         if found is None and last is None:
             raise CorruptMedia("no frame of the video could be decoded; the file may be truncated or "
                                "damaged: re-export or re-encode it")
-        picked.append(found if found is not None else last)  # past the end: the last frame
+        chosen = found if found is not None else last  # past the end: the last frame
+        rotation = int(round(chosen.rotation or 0)) % 360
+        images.append(_to_rgb(chosen, scaler, info.sample_aspect, options))
+        pts.append(chosen.pts)
 
-    images, times = [], []
-    scaler = VideoReformatter()  # one scaler for all frames: building one costs ~5 ms at 720p
-    for frame in picked:
-        images.append(_to_rgb(frame, scaler, info.sample_aspect, options))
-        times.append(round(float((frame.pts - start) * tb), 3))
+    times = [round(float((p - start) * tb), 3) for p in pts]
     actual = [max(0, int(round(t * fps))) for t in times]
-    rotation = int(round(picked[0].rotation or 0)) % 360
     return SampledFrames(frames_uint8=np.stack(images), indices=actual, timestamps=times, rotation=rotation)
 
 

@@ -227,3 +227,15 @@ def test_same_content_same_hash(tmp_path):
     shutil.copy(a, tmp_path / "b.png")
     c = mf.image(tmp_path / "c.png", color="blue")
     assert load_media(a).sha256 == load_media(tmp_path / "b.png").sha256 != load_media(c).sha256
+
+
+def test_transcoding_fallback_writes_a_playable_copy_in_the_temp_dir(tmp_path):
+    from model import media
+
+    src = mf.browser_webm(tmp_path / "rec.webm")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = media._transcode(str(src), str(out_dir), LoadOptions(), copy=False)  # re-encode to H.264/AAC
+    assert os.path.dirname(out) == str(out_dir)
+    m = load_media(out)
+    assert m.frames.shape[0] == 8 and m.has_audio and m.duration == pytest.approx(1.0, abs=0.1)

@@ -83,19 +83,19 @@ def load_media(path: str | os.PathLike, options: LoadOptions | None = None) -> M
     options = options or LoadOptions()
     options.validate()
     path = str(path)
-    size = _check_file(path, options)
+    _check_file(path, options)
     started = time.perf_counter()
     digest: list[str] = []
     hasher = threading.Thread(target=lambda: digest.append(_sha256(path)), daemon=True)
     hasher.start()  # hashing overlaps decoding: hashlib releases the GIL
-    result = _run_with_timeout(lambda deadline: _decode(path, size, options, deadline), options.timeout_s)
+    result = _run_with_timeout(lambda deadline: _decode(path, options, deadline), options.timeout_s)
     hasher.join()
     result.sha256 = digest[0] if digest else ""
     result.decode_seconds = round(time.perf_counter() - started, 4)
     return result
 
 
-def _check_file(path: str, options: LoadOptions) -> int:
+def _check_file(path: str, options: LoadOptions) -> None:
     p = Path(path)
     if not p.exists():
         raise MediaError(f"file not found: {path}; check the path")
@@ -109,7 +109,6 @@ def _check_file(path: str, options: LoadOptions) -> int:
     if size > options.max_bytes:
         raise MediaTooLarge(f"{p.name} is {size / 2**20:.0f} MiB, over the {options.max_bytes / 2**20:.0f} MiB "
                             "limit; trim or compress it, or raise LoadOptions.max_bytes")
-    return size
 
 
 def _sha256(path: str) -> str:
@@ -147,7 +146,7 @@ def _run_with_timeout(work, timeout_s: float) -> MediaInput:
     return box["result"]
 
 
-def _decode(path: str, size: int, options: LoadOptions, deadline: Deadline) -> MediaInput:
+def _decode(path: str, options: LoadOptions, deadline: Deadline) -> MediaInput:
     image = probe_image(path)
     if image is not None and not (image[0] in _ANIMATED_IMAGE_FORMATS and image[3] > 1):
         return _image_input(path, image, options)

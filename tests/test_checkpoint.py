@@ -185,3 +185,21 @@ def test_download_fetches_release_files_with_network_faked(tmp_path, monkeypatch
     assert launch.main(["download", "video-llama-2-7b", "--dir", str(tmp_path), "--no-audio"]) == 0
     assert calls == [("DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned",
                       sorted(["VL_LLaMA_2_7B_Finetuned.pth", "llama-2-7b-chat-hf/*"]))]
+
+
+def test_download_of_pretrained_weights_prints_the_convert_line_of_its_architecture(tmp_path, monkeypatch, capsys):
+    import io
+    import urllib.request
+
+    import huggingface_hub
+
+    import launch
+
+    repos = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, allow_patterns, local_dir: repos.append(repo_id) or str(local_dir))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url: io.BytesIO(b"w"))
+    assert launch.main(["download", "video-llama-2-13b-pretrained", "--dir", str(tmp_path)]) == 0
+    assert repos == ["DAMO-NLP-SG/Video-LLaMA-2-13B-Pretrained"]
+    out = capsys.readouterr().out
+    assert "--preset video-llama-2-13b " in out and "AL_LLaMA_2_13B_Pretrained.pth" in out

@@ -26,6 +26,7 @@ class Release:
     al: str | None = None
     imagebind: str | None = None
     llm_dir: str | None = None  # None: the LLM is not in the repo (Vicuna v0 must be built from deltas)
+    preset: str | None = None  # architecture preset when it differs from the release name
 
 
 RELEASES: dict[str, Release] = {
@@ -36,6 +37,13 @@ RELEASES: dict[str, Release] = {
     "video-llama-vicuna-7b": Release("DAMO-NLP-SG/Video-LLaMA-Series", "finetune-vicuna7b-v2.pth",
                                      "finetune_vicuna7b_audiobranch.pth"),
     "video-llama-vicuna-13b": Release("DAMO-NLP-SG/Video-LLaMA-Series", "finetune-vicuna13b-v2.pth"),
+    # Stage-1 (caption pre-training) weights, for comparing stages side by side.
+    "video-llama-2-7b-pretrained": Release(
+        "DAMO-NLP-SG/Video-LLaMA-2-7B-Pretrained", "VL_LLaMA_2_7B_Pretrained.pth", "AL_LLaMA_2_7B_Pretrained.pth",
+        "imagebind_huge.pth", "llama-2-7b-chat-hf", preset="video-llama-2-7b"),
+    "video-llama-2-13b-pretrained": Release(
+        "DAMO-NLP-SG/Video-LLaMA-2-13B-Pretrained", "VL_LLaMA_2_13B_Pretrained.pth", "AL_LLaMA_2_13B_Pretrained.pth",
+        "imagebind_huge.pth", "llama-2-13b-chat-hf", preset="video-llama-2-13b"),
 }
 
 
@@ -74,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     blip2 = {key: fetch_url(LAVIS + name, args.dir / name) for key, name in BLIP2_FILES.items()}
 
     llm = repo_dir / release.llm_dir if release.llm_dir else Path("PATH/TO/vicuna-v0-hf")
-    parts = [f"python launch.py convert --preset {args.name}", f"--vl {repo_dir / release.vl}"]
+    parts = [f"python launch.py convert --preset {release.preset or args.name}", f"--vl {repo_dir / release.vl}"]
     if audio:
         if release.imagebind:
             imagebind = repo_dir / release.imagebind

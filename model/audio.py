@@ -31,34 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import AudioConfig
+from model.layers import PreNormBlock
 
 STEM_NORM_EPS = 1e-5  # ImageBind builds the stem LayerNorm with torch's default eps
 HEAD_NORM_EPS = 1e-6  # the head LayerNorm is built with an explicit 1e-6
-
-
-class AudioMLP(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class AudioBlock(nn.Module):
-    def __init__(self, cfg: AudioConfig) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
-        self.attn = nn.MultiheadAttention(cfg.width, cfg.num_heads, bias=True, add_bias_kv=True,
-                                          batch_first=True)
-        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
-        self.mlp = AudioMLP(cfg.width, cfg.mlp_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))
 
 
 class ImageBindAudioEncoder(nn.Module):
@@ -75,7 +51,9 @@ class ImageBindAudioEncoder(nn.Module):
         # ImageBind's "openclip" init: normal scaled by width**-0.5.
         nn.init.normal_(self.cls_token, std=W**-0.5)
         nn.init.normal_(self.pos_embed, std=W**-0.5)
-        self.blocks = nn.ModuleList(AudioBlock(cfg) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            PreNormBlock(W, cfg.num_heads, cfg.mlp_dim, cfg.norm_eps, add_bias_kv=True) for _ in range(cfg.depth)
+        )
         self.head_norm = nn.LayerNorm(W, eps=HEAD_NORM_EPS)
         self.head_proj = nn.Linear(W, cfg.out_dim, bias=False)
 

@@ -42,31 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ImageBindVisionConfig
-
-
-class VisionMLP(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class VisionBlock(nn.Module):
-    def __init__(self, cfg: ImageBindVisionConfig) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
-        self.attn = nn.MultiheadAttention(cfg.width, cfg.num_heads, bias=True, add_bias_kv=False,
-                                          batch_first=True)
-        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
-        self.mlp = VisionMLP(cfg.width, cfg.mlp_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))
+from model.layers import PreNormBlock
 
 
 class ImageBindVisionEncoder(nn.Module):
@@ -84,7 +60,9 @@ class ImageBindVisionEncoder(nn.Module):
         nn.init.normal_(self.cls_token, std=W**-0.5)
         nn.init.normal_(self.pos_embed, std=W**-0.5)
         self.pre_norm = nn.LayerNorm(W, eps=cfg.norm_eps)
-        self.blocks = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            PreNormBlock(W, cfg.num_heads, cfg.mlp_dim, cfg.norm_eps, add_bias_kv=False) for _ in range(cfg.depth)
+        )
         self.head_norm = nn.LayerNorm(W, eps=cfg.norm_eps)
         self.head_proj = nn.Linear(W, cfg.out_dim, bias=False)
 

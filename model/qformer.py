@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import QFormerConfig
+from model.layers import MLP
 
 # bert-base-uncased's hidden and attention dropout: the original trains its Q-Formers with it.
 BERT_DROPOUT = 0.1
@@ -55,16 +56,6 @@ class QFormerAttention(nn.Module):
         return self.out_proj(out)
 
 
-class QFormerMLP(nn.Module):
-    def __init__(self, hidden: int, intermediate: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(hidden, intermediate)
-        self.fc2 = nn.Linear(intermediate, hidden)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class QFormerLayer(nn.Module):
     """One post-LN layer; ``cross_attn`` exists only when ``has_cross``."""
 
@@ -75,7 +66,7 @@ class QFormerLayer(nn.Module):
         self.self_attn_norm = nn.LayerNorm(H, eps=cfg.norm_eps)
         self.cross_attn = QFormerAttention(H, cfg.num_heads, cfg.encoder_width, dropout) if has_cross else None
         self.cross_attn_norm = nn.LayerNorm(H, eps=cfg.norm_eps) if has_cross else None
-        self.mlp = QFormerMLP(H, cfg.intermediate_size)
+        self.mlp = MLP(H, cfg.intermediate_size)
         self.mlp_norm = nn.LayerNorm(H, eps=cfg.norm_eps)
         # BERT's hidden dropout sits on each sub-layer output, before the residual add.
         self.drop = nn.Dropout(dropout)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import VisionConfig
+from model.layers import MLP
 
 
 class EvaAttention(nn.Module):
@@ -39,23 +40,13 @@ class EvaAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, N, W))  # (B, N, W)
 
 
-class EvaMLP(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class EvaBlock(nn.Module):
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         self.attn = EvaAttention(cfg.width, cfg.num_heads)
         self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
-        self.mlp = EvaMLP(cfg.width, cfg.mlp_dim)
+        self.mlp = MLP(cfg.width, cfg.mlp_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))

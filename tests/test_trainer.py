@@ -1,0 +1,130 @@
+"""The generic training loop: schedule, weight-decay groups, logging, checkpoints, exact resume."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tests.tiny import tiny_model  # noqa: E402
+from train import stages  # noqa: E402
+from train.trainer import (  # noqa: E402
+    LOG_FILE,
+    STATE_FILE,
+    TrainConfig,
+    batch_generator,
+    load_training_state,
+    lr_at,
+    param_groups,
+    run,
+)
+
+
+def test_schedule_warms_up_linearly_then_follows_a_cosine():
+    cfg = TrainConfig(max_steps=110, lr=1e-3, min_lr=1e-4, warmup_lr=1e-6, warmup_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(1e-6)
+    assert lr_at(5, cfg) == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(1e-4 + (1e-3 - 1e-4) * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(110, cfg) == pytest.approx(1e-4)
+    after = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
+
+
+def test_weight_decay_only_on_matrices_not_biases_or_norms():
+    model = tiny_model(with_llm=False)
+    named = stages.branch_parameters(model, ("video",))
+    decay, no_decay = param_groups(named, 0.05)
+    names = {id(p): n for n, p in named}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert "video_proj.weight" in decayed
+    assert "video_qformer.layers.0.self_attn.q_proj.weight" in decayed
+    assert "frame_position_embedding.weight" in decayed  # 2-D, as in the original
+    assert "video_qformer.query_tokens" in decayed  # 3-D parameter, not a bias or norm
+    assert not any(n.endswith(".bias") for n in decayed)
+    assert not any("norm" in n for n in decayed)
+    assert len(decay["params"]) + len(no_decay["params"]) == len(named)
+
+
+def _setup(seed=0):
+    """A tiny video adapter regressing its tokens onto fixed random targets."""
+    model = tiny_model(with_llm=False, seed=seed)
+    model.train()
+    params = stages.branch_parameters(model, ("video",))
+    feats = torch.randn(32, 3, 6, 32, generator=torch.Generator().manual_seed(1))
+    target = torch.randn(32, 5, 48, generator=torch.Generator().manual_seed(2))
+
+    def batch_fn(index, rank, world):
+        return torch.randint(32, (4,), generator=batch_generator(3, index, rank))
+
+    def loss_fn(rows):
+        out = model.video_tokens(feats[rows])  # dropout active: the RNG state matters on resume
+        return torch.nn.functional.mse_loss(out, target[rows]), len(rows)
+
+    return model, params, batch_fn, loss_fn
+
+
+def _cfg(**kw):
+    base = dict(max_steps=8, batch_size=4, grad_accum=2, lr=3e-3, min_lr=3e-4, warmup_steps=2,
+                log_every=2, save_every=4, mixed_precision="no")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_run_lowers_the_loss_logs_and_checkpoints(tmp_path):
+    model, params, batch_fn, loss_fn = _setup()
+    saved = []
+    result = run("t", params, loss_fn, batch_fn, _cfg(max_steps=20, save_every=10), tmp_path,
+                 lambda d: saved.append(d.name), show_progress=False)
+    assert (result.start_step, result.end_step, len(result.losses)) == (0, 20, 20)
+    assert sum(result.losses[-4:]) < sum(result.losses[:4])
+    rows = [json.loads(x) for x in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(2, 21, 2))
+    assert all({"loss", "lr", "samples_per_s", "stage"} <= set(r) for r in rows)
+    assert saved == ["model", "model"]
+    state = load_training_state(tmp_path / STATE_FILE)
+    assert state["step"] == 20 and set(state["params"]) == {n for n, _ in params}
+
+
+def test_resume_after_interruption_continues_exactly(tmp_path):
+    cfg = _cfg()
+    _, params, batch_fn, loss_fn = _setup()
+    straight = run("t", params, loss_fn, batch_fn, cfg, tmp_path / "a", lambda d: None, show_progress=False)
+    final = {n: p.detach().clone() for n, p in params}
+
+    _, params, batch_fn, loss_fn = _setup()
+
+    def interrupted(index, rank, world):
+        if index == 10:  # micro-step 10 = optimizer step 5, after the checkpoint at step 4
+            raise KeyboardInterrupt
+        return batch_fn(index, rank, world)
+
+    with pytest.raises(KeyboardInterrupt):
+        run("t", params, loss_fn, interrupted, cfg, tmp_path / "b", lambda d: None, show_progress=False)
+    assert load_training_state(tmp_path / "b" / STATE_FILE)["step"] == 4
+
+    _, params, batch_fn, loss_fn = _setup(seed=5)  # fresh weights: resume must restore them
+    resumed = run("t", params, loss_fn, batch_fn, cfg, tmp_path / "b", lambda d: None, resume=True,
+                  show_progress=False)
+    assert (resumed.start_step, resumed.end_step) == (4, 8)
+    assert resumed.losses == pytest.approx(straight.losses[4:], rel=1e-5)
+    for n, p in params:
+        torch.testing.assert_close(p.detach(), final[n])
+
+
+def test_resume_refuses_a_state_of_other_parameters(tmp_path):
+    _, params, batch_fn, loss_fn = _setup()
+    run("t", params, loss_fn, batch_fn, _cfg(max_steps=4), tmp_path, lambda d: None, show_progress=False)
+    model = tiny_model(with_llm=False)
+    audio = stages.branch_parameters(model, ("audio",))
+    with pytest.raises(ValueError, match="different set of trainable parameters"):
+        run("t", audio, loss_fn, batch_fn, _cfg(max_steps=6), tmp_path, lambda d: None, resume=True,
+            show_progress=False)
+
+
+def test_no_trainable_parameters_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        run("t", [], lambda b: (torch.zeros(()), 1), lambda i, r, w: None, _cfg(), tmp_path, lambda d: None)

@@ -1,0 +1,109 @@
+"""The toy-world evaluation: keyword scoring per skill, question sets, the --json output, and
+(slow) that the bundled model leaves the frozen LLM's text-only answers unchanged."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from train import evaluate  # noqa: E402
+from train.evaluate import Item, another_way_items, heldout_items, score  # noqa: E402
+from train.world_qa import QA  # noqa: E402
+
+RED = QA("colour", "What colour is the star?", "red", "The star is red.", [["red"]], ["green", "blue"])
+YES = QA("count", "Are there two shapes?", "yes", "Yes.", [["yes"]], ["no"], "yes_no")
+LOW = QA("sound_pitch", "High or low?", "low", "It is low.", [["low"]], ["high"])
+
+
+def test_score_counts_right_and_wrong_per_skill():
+    items = [Item("a.mp4", q) for q in (RED, RED, RED, RED, YES, YES, LOW)]
+    answers = ["It is red.", "Red", "red or green", "blue", "Yes, there are.", "No.", "A low tone."]
+    result = score(items, answers)
+    assert result["n"] == 7
+    assert result["accuracy"] == {"colour": 0.5, "count": 0.5, "sound_pitch": 1.0}
+
+
+def test_score_needs_one_answer_per_item():
+    with pytest.raises(ValueError):
+        score([Item("a.mp4", RED)], [])
+
+
+def test_heldout_questions_come_from_rendered_test_clips(tmp_path):
+    items = heldout_items(tmp_path, 2)
+    paths = sorted({i.path for i in items})
+    assert len(paths) == 2 and all(Path(p).stat().st_size > 1000 for p in paths)
+    skills = {i.qa.skill for i in items}
+    assert {"colour", "shape", "count", "motion", "temporal_order", "sound_pitch", "sound_pattern"} <= skills
+    again = heldout_items(tmp_path, 2)  # deterministic, and reuses the files
+    assert [(i.path, i.qa.question, i.qa.answer) for i in again] == [(i.path, i.qa.question, i.qa.answer) for i in items]
+
+
+def test_another_way_set_asks_colour_and_pitch_of_each_ffmpeg_clip(tmp_path, monkeypatch):
+    import train.world_render as wr
+
+    made = []
+    monkeypatch.setattr(wr, "render_ffmpeg_clip", lambda c, p, path, shape: made.append((c, p, shape)))
+    items = another_way_items(tmp_path)
+    assert len(made) == 24 and len(items) == 48
+    by_skill = {s: [i for i in items if i.qa.skill == s] for s in ("another_way_colour", "another_way_pitch")}
+    assert all(len(v) == 24 for v in by_skill.values())
+    first = by_skill["another_way_colour"][0]
+    colour = made[0][0]
+    assert first.qa.keywords == [[colour]] and colour not in first.qa.distractors
+    assert by_skill["another_way_pitch"][0].qa.keywords == [[made[0][1]]]
+
+
+def test_evaluate_with_a_perfect_and_a_useless_answerer(tmp_path):
+    items = heldout_items(tmp_path, 1)
+    by_question = {(i.path, i.qa.question): i.qa.full for i in items}
+    perfect, records = evaluate.evaluate(lambda p, q: by_question[(p, q)], items, progress=False)
+    # Full-sentence answers are right except where they name the other object (temporal order).
+    assert perfect["accuracy"]["colour"] == 1.0 and perfect["accuracy"]["count"] == 1.0
+    useless, _ = evaluate.evaluate(lambda p, q: "I cannot tell.", items, progress=False)
+    assert all(v == 0.0 for v in useless["accuracy"].values())
+    assert perfect["n"] == useless["n"] == len(items) == len(records)
+    assert {"question", "expected", "answer", "right"} <= set(records[0])
+
+
+def test_cli_json_is_one_object_with_accuracy_and_n(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(evaluate, "engine_answerer", lambda model_dir: (lambda p, q: "yes"))
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    args = parser.parse_args(["--json", "--clips", "1", "--no-another-way", "--media-dir", str(tmp_path)])
+    assert evaluate.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"accuracy", "n"} and out["n"] > 10
+    assert all(0.0 <= v <= 1.0 for v in out["accuracy"].values())
+
+
+@pytest.mark.slow
+def test_bundled_model_keeps_the_llm_text_answers():
+    """A text-only prompt gets the same greedy answer as plain SmolLM2 (the LLM is frozen)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from model.checkpoint import load_model
+    from model.engine import ChatEngine, GenerationSettings
+    from model.llm import locate_gguf
+
+    torch.set_num_threads(1)
+    model = load_model(evaluate.DEFAULT_MODEL, device="cpu")
+    engine = ChatEngine({"toy": model})
+    settings = GenerationSettings(max_new_tokens=24, do_sample=False, temperature=0.0)
+    question = "What is the capital of France?"
+    conv = engine.new_conversation()
+    ours = "".join(engine.ask(conv, question, settings))
+
+    gguf = locate_gguf(model.config.llm.gguf_package, model.config.llm.gguf_file)
+    plain = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    tok = model.tokenizer
+    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    out = plain.generate(ids, max_new_tokens=24, do_sample=False)
+    reference = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert ours.strip() == reference.strip()
+    assert "Paris" in ours

@@ -1,0 +1,149 @@
+"""`python launch.py eval --suite toy-world [--model DIR] [--json]`: held-out accuracy per skill.
+
+Held-out clips of the synthetic world (the ``test`` split: unseen colour/shape pairs) are
+rendered to real mp4 files and asked about through the same path as the app: ``load_media``
+and the chat engine, greedy decoding. Free-text answers are scored by keywords
+(``train.world_qa.score_answer``). A second set checks generalisation beyond our renderer:
+clips drawn by ffmpeg's own filters with an ffmpeg sine tone, asked for colour and pitch
+(skills ``another_way_colour`` and ``another_way_pitch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.world import COLOURS, sample_scene, scene_rng
+from train.world_qa import QA, make_qa, score_answer
+
+SUITES = ("toy-world",)
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "toy-world"
+EVAL_SEED = 7  # test-split scenes of the eval; training draws train-split scenes
+
+
+@dataclass
+class Item:
+    path: str  # media file
+    qa: QA
+
+
+# -- scoring ------------------------------------------------------------------------------
+def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
+    """``{"accuracy": {skill: fraction}, "n": count}`` for answers given to ``items`` in order."""
+    right: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
+    n = 0
+    for item, answer in zip(items, answers, strict=True):
+        total[item.qa.skill] += 1
+        right[item.qa.skill] += bool(score_answer(item.qa, answer))
+        n += 1
+    return {"accuracy": {k: right[k] / total[k] for k in total}, "n": n}
+
+
+# -- the question sets --------------------------------------------------------------------
+def heldout_items(folder: Path, n_clips: int, seed: int = EVAL_SEED) -> list[Item]:
+    """Render ``n_clips`` test-split scenes into ``folder`` (kept for reuse) with their questions."""
+    from train.world_render import render_clip
+
+    items = []
+    for i in range(n_clips):
+        rng = scene_rng(seed, "test", i)
+        scene = sample_scene(rng, "test")
+        path = folder / f"test-{seed}-{i:04d}.mp4"
+        if not path.exists():
+            render_clip(scene, path)
+        items += [Item(str(path), qa) for qa in make_qa(scene, rng)]
+    return items
+
+
+def another_way_items(folder: Path) -> list[Item]:
+    """ffmpeg-drawn clips (a still square or disc, a sine tone): colour and pitch questions."""
+    from train.world_render import render_ffmpeg_clip
+
+    items = []
+    for shape in ("square", "circle"):
+        for colour in COLOURS:
+            for pitch in ("low", "high"):
+                path = folder / f"ffmpeg-{shape}-{colour}-{pitch}.mp4"
+                if not path.exists():
+                    render_ffmpeg_clip(colour, pitch, path, shape=shape)
+                others = [c for c in COLOURS if c != colour]
+                items.append(Item(str(path), QA("another_way_colour", f"What colour is the {shape}?", colour,
+                                                colour, [[colour]], others)))
+                other = "low" if pitch == "high" else "high"
+                items.append(Item(str(path), QA("another_way_pitch", "Is the sound high or low?", pitch, pitch,
+                                                [[pitch]], [other])))
+    return items
+
+
+# -- answering ----------------------------------------------------------------------------
+def engine_answerer(model_dir: Path, max_new_tokens: int = 48) -> Callable[[str, str], str]:
+    """A function (media path, question) -> greedy answer, through the chat engine."""
+    from model.checkpoint import load_model
+    from model.engine import ChatEngine, GenerationSettings
+
+    engine = ChatEngine({"eval": load_model(model_dir)}, media_cache_items=8)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, temperature=0.0, seed=0)
+
+    def answer(path: str, question: str) -> str:
+        conv = engine.new_conversation()
+        engine.attach_media(conv, path)
+        return "".join(engine.ask(conv, question, settings))
+
+    return answer
+
+
+def evaluate(answer: Callable[[str, str], str], items: list[Item], progress: bool = True) -> tuple[dict, list]:
+    """Ask every item; returns the score and a per-item record (for --dump)."""
+    answers, records = [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc="eval", unit="q", file=sys.stderr)
+    for item in items:
+        text = answer(item.path, item.qa.question)
+        answers.append(text)
+        records.append({"path": item.path, "skill": item.qa.skill, "question": item.qa.question,
+                        "expected": item.qa.answer, "answer": text, "right": score_answer(item.qa, text)})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return score(items, answers), records
+
+
+# -- command ------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default="toy-world", choices=SUITES, help="what to evaluate on")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (default: the bundled one)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object {accuracy, n}")
+    parser.add_argument("--clips", type=int, default=60, help="held-out clips (about 17 questions each)")
+    parser.add_argument("--no-another-way", action="store_true", help="skip the ffmpeg-drawn clips")
+    parser.add_argument("--media-dir", type=Path, default=Path("runs") / "eval-media",
+                        help="where the rendered clips are kept between runs")
+    parser.add_argument("--dump", type=Path, default=None, help="write every question and answer (JSONL)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.clips < 1:
+        raise SystemExit("--clips must be at least 1")
+    args.media_dir.mkdir(parents=True, exist_ok=True)
+    items = heldout_items(args.media_dir, args.clips)
+    if not args.no_another_way:
+        items += another_way_items(args.media_dir)
+    result, records = evaluate(engine_answerer(args.model), items, progress=not args.json)
+    if args.dump:
+        args.dump.write_text("".join(json.dumps(r) + "\n" for r in records))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for skill, acc in sorted(result["accuracy"].items()):
+            print(f"{skill:20s} {acc:6.3f}")
+        print(f"{'questions':20s} {result['n']:6d}")
+    return 0

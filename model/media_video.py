@@ -154,8 +154,7 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
     tolerance = int(0.5 / fps / tb)  # half a frame: pts rounding and timestamps that jitter
     keyframes = info.keyframes
     if options.decode_threads != 1:
-        # Frame threads keep decoding forward between keyframes on every core: most of the
-        # work when a target lies far from its keyframe. (Before the first decode only.)
+        # Frame threads decode forward on several cores; settable before the first decode only.
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = options.decode_threads
     far = int(2.0 / tb)  # without an index, a seek pays off when the target is 2 s ahead

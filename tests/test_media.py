@@ -158,10 +158,10 @@ def test_options_are_validated():
             load_media(__file__, bad)
 
 
-def test_single_threaded_decoding_gives_the_same_frames(tmp_path):
+def test_frame_threaded_decoding_gives_the_same_frames(tmp_path):
     extra = ("-preset", "medium", "-bf", "3", "-b_strategy", "0")
     path = mf.video(tmp_path / "ramp.mp4", source="ramp", duration=2.0, gop=12, extra=extra)
-    threaded = load_media(path, LoadOptions(use_audio=False, num_frames=16))
-    single = load_media(path, LoadOptions(use_audio=False, num_frames=16, decode_threads=1))
+    threaded = load_media(path, LoadOptions(use_audio=False, num_frames=16, decode_threads=0))
+    single = load_media(path, LoadOptions(use_audio=False, num_frames=16))  # default: one thread
     assert single.frame_indices == threaded.frame_indices == [int(i * 50 / 16) for i in range(16)]
     assert np.array_equal(single.frames_uint8, threaded.frames_uint8)

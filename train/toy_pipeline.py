@@ -1,0 +1,224 @@
+"""The ``toy-world`` recipe end to end: stage 0, frozen features, stage 1, stage 2, model folder.
+
+Every stage writes ``<out>/<stage>/`` (log, training state, a model-folder checkpoint) and a
+``done.json`` when finished; ``--resume`` skips finished stages (restoring their weights from
+the training state) and continues an interrupted one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.config import VideoLlamaConfig
+from model.media_common import normalise
+from model.video_llama import build_model
+from train import stages
+from train.recipes import Recipe, StageSpec
+from train.toy_data import Pool, corrupt_objects, describe_objects, render_pool
+from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
+
+FEATURES_FILE = "features.pt"
+IMAGES_PER_CLIP = 4  # stage 0 takes several frames of one clip so position must be encoded
+HARD_NEGATIVES = 4  # per image: its description with one attribute changed
+
+
+def save_folder(model, folder: Path) -> None:
+    """Write ``model`` as a model folder (config.json + safetensors, no LLM weights)."""
+    from model.checkpoint import save_model_folder
+
+    save_model_folder(model, folder)
+
+
+def save_fp16_folder(model, folder: Path) -> None:
+    """The released form: every encoder and adapter tensor in fp16 (the LLM is not saved)."""
+    from model.checkpoint import save_state_folder
+
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()
+             if not k.startswith("llm.")}
+    save_state_folder(state, model.config, folder)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- stage 0 -------------------------------------------------------------------------------
+def _stage0_params(model, heads) -> list:
+    named = stages.branch_parameters(model, ("video", "audio"), stages.ENCODER_PREFIXES)
+    return named + [(f"heads.{n}", p) for n, p in heads.named_parameters()]
+
+
+def _image_batch(pool: Pool, g: torch.Generator, batch: int):
+    clips = torch.randint(len(pool.scenes), (batch // IMAGES_PER_CLIP,), generator=g)
+    T = pool.frames.shape[1]
+    images, texts, hard = [], [], []
+    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=g)))
+    for c in clips.tolist():
+        for t in torch.randperm(T, generator=g)[:IMAGES_PER_CLIP].tolist():
+            images.append(pool.frames[c, t])
+            texts.append(pool.frame_texts[c][t])
+            hard += [describe_objects(corrupt_objects(pool.frame_objs[c][t], rng)) for _ in range(HARD_NEGATIVES)]
+    x = normalise(torch.stack(images).numpy())  # (B, 3, S, S)
+    # Mild global colour jitter so colour names survive other renderers and codecs.
+    gain = 1 + 0.15 * (torch.rand(x.shape[0], 3, 1, 1, generator=g) - 0.5)
+    shift = 0.2 * (torch.rand(x.shape[0], 3, 1, 1, generator=g) - 0.5)
+    return x * gain + shift, texts, hard
+
+
+def _audio_batch(pool: Pool, g: torch.Generator, batch: int):
+    C = pool.fbank.shape[1]
+    clips = torch.randint(len(pool.scenes), (batch,), generator=g)
+    wins = torch.randint(C, (batch,), generator=g)
+    fb = pool.fbank[clips, wins].float()  # (B, 1, M, F)
+    return fb, [pool.sound_texts[c][w] for c, w in zip(clips.tolist(), wins.tolist(), strict=True)]
+
+
+def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool) -> None:
+    heads = stages.ContrastiveHeads(model.config.image_qformer.hidden_size, model.config.audio.out_dim)
+    heads.to(acc.device)
+    params = _stage0_params(model, heads)
+    model.vision_encoder.train()
+    model.image_qformer.train()
+    model.audio_encoder.train()
+    cfg = spec.train
+
+    def batch_fn(index: int, rank: int, world: int):
+        g = batch_generator(cfg.seed, index, rank)
+        return _image_batch(pool, g, cfg.batch_size), _audio_batch(pool, g, cfg.batch_size)
+
+    def loss_fn(batch):
+        (images, itexts, hard), (fbank, stexts) = batch
+        tokens = model.ln_vision(model.vision_encoder(images.to(acc.device)))  # (B, 1+P, W)
+        feats = model.image_qformer(tokens)  # (B, Qi, H)
+        li = stages.info_nce(heads.image_head(feats.mean(1)), heads.image_text(itexts), itexts,
+                             heads.image_scale, heads.image_text(hard))
+        la = stages.audio_text_loss(model, heads, fbank.to(acc.device), stexts)
+        return li + la, len(itexts)
+
+    _run_stage(spec, params, loss_fn, batch_fn, out, acc, resume, lambda d: save_folder(model, d))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+# -- frozen features -------------------------------------------------------------------------
+@torch.no_grad()
+def precompute(model, pool: Pool, chunk: int = 32) -> dict[str, torch.Tensor]:
+    """Frozen-encoder outputs of every clip: video (N, T, Qi, H) and audio (N, C, E), fp16."""
+    video, audio = [], []
+    for i in range(0, len(pool.scenes), chunk):
+        frames = pool.frames[i:i + chunk]  # (b, T, S, S, 3)
+        b, T = frames.shape[:2]
+        x = normalise(frames.flatten(0, 1).numpy()).view(b, T, 3, *frames.shape[2:4])  # (b, T, 3, S, S)
+        video.append(model.encode_frames(x).cpu().half())
+        audio.append(model.encode_clips(pool.fbank[i:i + chunk].float()).cpu().half())
+    return {"video": torch.cat(video), "audio": torch.cat(audio)}
+
+
+# -- stages 1 and 2 --------------------------------------------------------------------------
+def run_lm_stage(model, examples: list[stages.Example], feats: dict[str, torch.Tensor], spec: StageSpec,
+                 out: Path, acc, resume: bool) -> None:
+    params = stages.branch_parameters(model, spec.branches)
+    model.train()
+    cfg = spec.train
+    prefixes = stages.PrefixCache()
+
+    def batch_fn(index: int, rank: int, world: int):
+        g = batch_generator(cfg.seed, index, rank)
+        if len(examples) <= cfg.batch_size:
+            rows = list(range(len(examples)))  # a tiny set (--quick): the same full batch each step
+        else:
+            rows = torch.randint(len(examples), (cfg.batch_size,), generator=g).tolist()
+        batch = [examples[r] for r in rows]
+        clips = torch.tensor([ex.clip for ex in batch])
+        return batch, {k: v[clips].float().to(acc.device) for k, v in feats.items()}
+
+    def loss_fn(batch):
+        exs, f = batch
+        return stages.lm_batch_loss(model, exs, f, prefixes)
+
+    _run_stage(spec, params, loss_fn, batch_fn, out, acc, resume, lambda d: save_folder(model, d))
+    model.eval()
+
+
+def _run_stage(spec: StageSpec, params, loss_fn, batch_fn, out: Path, acc, resume: bool, save_fn) -> None:
+    folder = out / spec.name
+    done = folder / "done.json"
+    if resume and done.exists():
+        state = load_training_state(folder / STATE_FILE)
+        names = dict(params)
+        with torch.no_grad():
+            for n, t in state["params"].items():
+                names[n].copy_(t)
+        _log(f"{spec.name}: already finished, weights restored from {folder}")
+        return
+    t0 = time.time()
+    result = run(spec.name, params, loss_fn, batch_fn, spec.train, folder, save_fn, accelerator=acc,
+                 resume=resume)
+    summary = {"steps": result.end_step, "resumed_from": result.start_step, "seconds": time.time() - t0,
+               "first_losses": result.losses[:5], "last_losses": result.losses[-5:]}
+    if acc.is_main_process:
+        done.write_text(json.dumps(summary, indent=2) + "\n")
+    _log(f"{spec.name}: done {summary}")
+
+
+# -- the whole recipe ------------------------------------------------------------------------
+def run_toy_world(recipe: Recipe, out: Path, resume: bool = False) -> Path:
+    """Run every stage of ``recipe``; returns the final model folder ``<out>/final``."""
+    from model.llm import load_llm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = VideoLlamaConfig.from_dict(recipe.model)
+    acc = make_accelerator(recipe.stages[0].train)
+    torch.manual_seed(recipe.world["seed"])
+    model = build_model(cfg, device=acc.device, with_llm=False)
+    t0 = time.time()
+    pool = render_pool(cfg, recipe.world["n_train"], recipe.world["seed"])
+    _log(f"rendered {len(pool.scenes)} training clips in {time.time() - t0:.0f} s")
+    spec0, spec1, spec2 = recipe.stages
+    run_stage0(model, pool, spec0, out, acc, resume)
+    feats = precompute(model, pool)
+    _log(f"frozen features: video {tuple(feats['video'].shape)}, audio {tuple(feats['audio'].shape)}")
+    model.llm, model.tokenizer = load_llm(cfg.llm, precision="auto", device=acc.device)
+    limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
+    examples1 = caption_examples(pool, model.tokenizer)[:limit]
+    run_lm_stage(model, examples1, feats, spec1, out, acc, resume)
+    examples2 = instruct_examples(pool, model.tokenizer, cfg)[:limit]
+    run_lm_stage(model, examples2, feats, spec2, out, acc, resume)
+    final = out / "final"
+    if acc.is_main_process:
+        save_fp16_folder(model, final)
+    _log(f"model folder written to {final}")
+    return final
+
+
+def caption_examples(pool: Pool, tokenizer) -> list[stages.Example]:
+    """Stage 1: [BOS] media caption [EOS], for the video and the audio branch of every clip."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token
+    out = []
+    for i in range(len(pool.scenes)):
+        for cap in pool.video_captions[i]:
+            ids = tokenizer(cap + eos, add_special_tokens=False).input_ids
+            out.append(stages.Example([[bos], "video", ids], [False, False, True], clip=i))
+        ids = tokenizer(pool.sound_captions[i] + eos, add_special_tokens=False).input_ids
+        out.append(stages.Example([[bos], "audio", ids], [False, False, True], clip=i))
+    return out
+
+
+def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig) -> list[stages.Example]:
+    """Stage 2: every question of every clip in the chat prompt inference uses."""
+    out = []
+    for i, qas in enumerate(pool.qas):
+        for qa in qas:
+            if qa.skill == "description" and i % 3:
+                continue  # long answers, not a scored skill: keep a third of them
+            answer = qa.answer if qa.skill == "description" else qa.answer[:1].upper() + qa.answer[1:] + "."
+            pieces, sup = stages.chat_example(tokenizer, cfg.llm.template, qa.question, answer)
+            out.append(stages.Example(pieces, sup, clip=i, meta={"skill": qa.skill}))
+    return out

@@ -131,7 +131,9 @@ class ChatEngine:
                                       use_audio=use_audio and model.config.use_audio,
                                       image_size=model.config.vision.image_size,
                                       num_clips=model.config.audio.num_clips,
-                                      clip_duration=model.config.audio.clip_duration)
+                                      clip_duration=model.config.audio.clip_duration,
+                                      num_mel_bins=model.config.audio.num_mel_bins,
+                                      target_length=model.config.audio.target_length)
         stat = os.stat(path)
         load_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, _options_key(options, True))
         start = time.perf_counter()

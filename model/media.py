@@ -59,7 +59,7 @@ class MediaInput:
     frame_indices: list[int] = field(default_factory=list)
     timestamps: list[float] = field(default_factory=list)  # seconds
     frame_message: str = ""  # the original's "The video contains ..." sentence (videos only)
-    audio: torch.Tensor | None = None  # (S, 1, 128, 204) normalised fbank
+    audio: torch.Tensor | None = None  # (S, 1, mel_bins, frames) normalised fbank (128 x 204 by default)
     audio_waveforms: torch.Tensor | None = None  # (S, samples) 16 kHz mono
     clip_starts: list[float] = field(default_factory=list)  # seconds
     has_audio: bool = False  # False when there is no sound track (or audio was not asked for)

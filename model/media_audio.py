@@ -13,6 +13,7 @@ result matches the original's to float rounding (tested).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -76,7 +77,12 @@ def fbank_clip(clip: torch.Tensor, config: AudioConfig = AUDIO) -> torch.Tensor:
 
 def load_clips(container, stream, options: LoadOptions, deadline: Deadline,
                config: AudioConfig = AUDIO) -> AudioClips:
-    """Decode ``options.num_clips`` clips of ``options.clip_duration`` s from an audio stream."""
+    """Decode ``options.num_clips`` clips of ``options.clip_duration`` s from an audio stream.
+
+    The fbank size comes from ``options`` (the model's ``AudioConfig``); the other
+    preprocessing numbers (sample rate, normalisation) from ``config``.
+    """
+    config = dataclasses.replace(config, num_mel_bins=options.num_mel_bins, target_length=options.target_length)
     duration = _stream_duration(container, stream)
     rate = config.sample_rate
     for other in container.streams:  # let the demuxer skip video packets instead of reading them

@@ -57,6 +57,8 @@ class LoadOptions:
     image_size: int = 224
     num_clips: int = _AUDIO.num_clips
     clip_duration: float = _AUDIO.clip_duration
+    num_mel_bins: int = _AUDIO.num_mel_bins  # fbank size: the audio encoder's AudioConfig decides
+    target_length: int = _AUDIO.target_length  # fbank frames per clip (padded or cut)
     use_audio: bool = True
     backend: str = "pyav"  # "decord" decodes frames the way the original did (parity checks)
     # FFmpeg frame threads per video decoder; 0 = one per core (decord's choice). One, measured
@@ -79,8 +81,9 @@ class LoadOptions:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.decode_threads < 0:
             raise ValueError(f"decode_threads must be 0 (automatic) or more, got {self.decode_threads}")
-        if self.image_size < 1 or self.num_clips < 1 or not self.clip_duration > 0:
-            raise ValueError("image_size, num_clips and clip_duration must be positive")
+        if min(self.image_size, self.num_clips, self.num_mel_bins, self.target_length) < 1 \
+                or not self.clip_duration > 0:
+            raise ValueError("image_size, num_clips, clip_duration, num_mel_bins and target_length must be positive")
         if min(self.max_bytes, self.max_duration_s, self.max_pixels, self.timeout_s) <= 0:
             raise ValueError("limits (max_bytes, max_duration_s, max_pixels, timeout_s) must be positive")
 

@@ -141,11 +141,11 @@ def test_launch_py_serves_a_model_folder(tmp_path):
     from pathlib import Path
 
     from model.checkpoint import save_model_folder
-    from tests.app_helpers import TINY_AUDIO, free_port
+    from tests.app_helpers import free_port
     from tests.tiny import tiny_llm_folder, tiny_model
 
     folder = tmp_path / "tiny-folder"
-    save_model_folder(tiny_model(llm={"hf_path": "llm"}, audio=TINY_AUDIO), folder)
+    save_model_folder(tiny_model(llm={"hf_path": "llm"}), folder)
     tiny_llm_folder(folder)
     port = free_port()
     root = Path(__file__).resolve().parent.parent

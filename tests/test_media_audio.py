@@ -27,13 +27,13 @@ def _read_wav(path) -> tuple[np.ndarray, int]:
         return data.reshape(-1, w.getnchannels()).T.astype(np.float32) / 32768.0, w.getframerate()
 
 
-def _reference_fbank(clip: torch.Tensor) -> torch.Tensor:
+def _reference_fbank(clip: torch.Tensor, bins: int = 128, frames: int = 204) -> torch.Tensor:
     """ImageBind's recipe written out with literal numbers (reference section 4.3)."""
     clip = clip - clip.mean()
     mel = torchaudio.compliance.kaldi.fbank(
         clip[None], htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
-        num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10).T
-    mel = torch.nn.functional.pad(mel, (0, 204 - mel.shape[1])) if mel.shape[1] < 204 else mel[:, :204]
+        num_mel_bins=bins, dither=0.0, frame_length=25, frame_shift=10).T
+    mel = torch.nn.functional.pad(mel, (0, frames - mel.shape[1])) if mel.shape[1] < frames else mel[:, :frames]
     return ((mel + 4.268) / 9.138)[None]
 
 
@@ -63,6 +63,18 @@ def test_fbank_of_a_tone_matches_torchaudio_called_directly(tmp_path):
     # The tone is where it should be: 440 Hz is loudest in a low mel bin, not a high one.
     energy = m.audio[0, 0, :, :190].mean(dim=1)
     assert int(energy.argmax()) < 40 and float(energy[100]) < float(energy.max()) - 1
+
+
+def test_fbank_size_follows_the_options(tmp_path):
+    """A smaller audio encoder (the tiny preset: 32 mel bins x 44 frames) gets its own size."""
+    path = mf.audio(tmp_path / "tone.wav", freq=440, duration=3.0, rate=16000)
+    samples, _ = _read_wav(path)
+    m = load_media(path, LoadOptions(num_mel_bins=32, target_length=44))
+    starts = media_audio.clip_starts(3.0, 8, 2.0)
+    wave_16k = torch.from_numpy(samples[0])
+    ref = torch.stack([_reference_fbank(wave_16k[int(s * 16000) : int((s + 2) * 16000)], 32, 44) for s in starts])
+    assert m.audio.shape == (8, 1, 32, 44)
+    assert torch.allclose(m.audio, ref, atol=1e-4)
 
 
 @pytest.mark.parametrize("whole_track_max", [1000.0, 0.0])  # read whole / seek per clip

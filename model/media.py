@@ -2,9 +2,11 @@
 
 ``load_media(path, LoadOptions())`` decides what the file is (video, image or audio) from
 its content, not its name, checks the configured limits, decodes under a time limit and
-returns a ``MediaInput``. Every failure is a ``MediaError`` whose message says what is
-wrong and what to do. Decoding details live in ``media_video``, ``media_audio`` and
-``media_image``; this module is the entry point and the only one other code should import.
+returns a ``MediaInput``. Three threads share the work: frames (the worker, which the time
+limit watches), the sound track (its own container) and the file's hash. Every failure
+is a ``MediaError`` whose message says what is wrong and what to do. Decoding details live
+in ``media_video``, ``media_audio`` and ``media_image``; this module is the entry point and
+the only one other code should import.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Decoder choice, measured (``bench/media_bench.py`` and ``shared/reference/depend
 PyAV with a backward seek to the keyframe before each target, then decoding forward, costs
 about the same per target whatever the video's length; decord and torchcodec (exact mode)
 cost more on a first open because they scan the whole file, and the ffmpeg CLI is 5x slower.
-PyAV also gives us rotation metadata and the audio track through the same open container.
+PyAV also gives us rotation metadata and the audio track from the same library. The sound
+is read through a second container on its own thread (``model/media.py``): it overlaps the
+frames when a core is free and costs no extra CPU time when none is.
 decord stays available as ``LoadOptions(backend="decord")`` to reproduce the original.
 """
 

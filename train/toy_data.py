@@ -92,14 +92,14 @@ def corrupt_objects(objects: list, rng: np.random.Generator) -> list:
                  int(rng.integers(POSITION_BINS)), int(rng.integers(POSITION_BINS)))]
     objs = [list(o) for o in objects]
     i = int(rng.integers(len(objs)))
-    kind = int(rng.integers(6))
+    kind = int(rng.integers(7))
     if kind == 0:
         objs[i][1] = _other(COLOURS, objs[i][1], rng)
-    elif kind in (1, 2):  # shape is the hardest attribute: ask for it more often
+    elif kind in (1, 2):  # shape and position are the hard attributes: ask for them more often
         objs[i][2] = _other(SHAPES, objs[i][2], rng)
     elif kind == 3:
         objs[i][0] = _other(SIZES, objs[i][0], rng)
-    elif kind == 4:
+    elif kind in (4, 5):
         axis = 3 + int(rng.integers(2))
         v = objs[i][axis]
         objs[i][axis] = v + 1 if v == 0 or (v < POSITION_BINS - 1 and rng.random() < 0.5) else v - 1

@@ -78,8 +78,25 @@ def _audio_batch(pool: Pool, g: torch.Generator, batch: int):
     return fb, [pool.sound_texts[c][w] for c, w in zip(clips.tolist(), wins.tolist(), strict=True)]
 
 
+def sincos_2d(grid: int, width: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position codes (grid*grid, width): half the channels code x, half y."""
+    quarter = width // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter) / quarter))  # (W/4,)
+    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    parts = []
+    for coord in (xs.flatten(), ys.flatten()):
+        angle = coord[:, None].float() * freqs[None]  # (P, W/4)
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=1)  # (P, W)
+
+
 def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool) -> None:
     heads = stages.ContrastiveHeads(model.config.image_qformer.hidden_size, model.config.audio.out_dim)
+    # Start the ViT's learned position embedding from 2-D sine-cosine codes: from the tiny
+    # random init, 1000 contrastive steps left positions (hence motion) barely decodable.
+    vcfg = model.config.vision
+    with torch.no_grad():
+        model.vision_encoder.pos_embed[0, 1:] = sincos_2d(vcfg.image_size // vcfg.patch_size, vcfg.width)
     heads.to(acc.device)
     params = _stage0_params(model, heads)
     model.vision_encoder.train()

@@ -58,7 +58,7 @@ def load_models(args: argparse.Namespace) -> dict:
     folders = args.model or [DEFAULT_MODEL]
     if not args.model and not (DEFAULT_MODEL / "config.json").is_file():
         raise ModelMissing(f"the bundled model is not at {DEFAULT_MODEL} yet; train it with "
-                           "`python launch.py train toy-world`, or pass --model DIR (a model folder) "
+                           "`python launch.py train --recipe toy-world`, or pass --model DIR (a model folder) "
                            "or --preset tiny (random weights, for a smoke test)")
     models = {}
     for folder in folders:
@@ -71,15 +71,11 @@ def random_model(cfg: VideoLlamaConfig, seed: int = 0, device: str = "cpu"):
     """A model of ``cfg``'s architecture with random encoders and adapters.
 
     The LLM is loaded when the config names its weights (e.g. the bundled SmolLM2), else it
-    is random too, with a character-level tokenizer padded to the vocabulary size. The
-    tiny preset's audio stem is widened to the loader's 128 x 204 fbank so real files fit.
+    is random too, with a character-level tokenizer padded to the vocabulary size.
     """
     from model.llm import load_llm
     from model.video_llama import build_model
 
-    if cfg.name == "tiny":
-        cfg = VideoLlamaConfig.from_dict({**cfg.to_dict(), "audio": {**cfg.to_dict()["audio"],
-                                                                    "num_mel_bins": 128, "target_length": 204}})
     has_weights = bool(cfg.llm.hf_path or cfg.llm.gguf_package)
     torch.manual_seed(seed)
     model = build_model(cfg, device=device, with_llm=not has_weights)

@@ -128,3 +128,39 @@ def test_resume_refuses_a_state_of_other_parameters(tmp_path):
 def test_no_trainable_parameters_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no trainable parameters"):
         run("t", [], lambda b: (torch.zeros(()), 1), lambda i, r, w: None, _cfg(), tmp_path, lambda d: None)
+
+
+def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    # What `torchrun --nproc_per_node 2` sets; accelerate's Accelerator reads it.
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), ACCELERATE_USE_CPU="true")
+    torch.set_num_threads(1)
+    from train.trainer import make_accelerator
+
+    cfg = _cfg(max_steps=3, save_every=3)
+    acc = make_accelerator(cfg)
+    assert acc.num_processes == world and acc.process_index == rank
+    _, params, batch_fn, loss_fn = _setup()
+    run("t", params, loss_fn, batch_fn, cfg, out_dir, lambda d: None, accelerator=acc, show_progress=False)
+    torch.save({n: p.detach() for n, p in params}, os.path.join(out_dir, f"rank{rank}.pt"))
+    acc.wait_for_everyone()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_average_gradients_and_stay_in_sync(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_distributed_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])  # same averaged update on both ranks
+    _, params, _, _ = _setup()
+    start = dict(params)
+    assert any(not torch.equal(a[n], start[n].detach()) for n in a)  # and they did train
+    assert load_training_state(tmp_path / STATE_FILE)["step"] == 3

@@ -202,7 +202,9 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False) -> Path:
     run_stage0(model, pool, spec0, out, acc, resume)
     feats = precompute(model, pool)
     _log(f"frozen features: video {tuple(feats['video'].shape)}, audio {tuple(feats['audio'].shape)}")
-    model.llm, model.tokenizer = load_llm(cfg.llm, precision="auto", device=acc.device)
+    # Full precision for training (fp32 on CPU, bf16 on GPU): gradients flow through the LLM.
+    precision = "bf16" if acc.device.type == "cuda" else "fp32"
+    model.llm, model.tokenizer = load_llm(cfg.llm, precision=precision, device=acc.device)
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
     examples1 = caption_examples(pool, model.tokenizer)[:limit]
     run_lm_stage(model, examples1, feats, spec1, out, acc, resume)

@@ -100,12 +100,12 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
                          log_every=2, save_every=3)
         s2 = dataclasses.replace(s1)
     else:
-        # Sized for about 45 minutes on 2 busy cores (see bench/train_bench.py for throughput).
+        # Sized for about 60 minutes on 2 busy cores (see bench/train_bench.py for throughput).
         s0 = TrainConfig(max_steps=1000, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=50,
                          weight_decay=0.05, log_every=20, save_every=200)
         s1 = TrainConfig(max_steps=100, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=10,
                          weight_decay=0.05, log_every=5, save_every=50)
-        s2 = TrainConfig(max_steps=230, batch_size=16, lr=7e-4, min_lr=3e-5, warmup_steps=15,
+        s2 = TrainConfig(max_steps=300, batch_size=16, lr=7e-4, min_lr=3e-5, warmup_steps=15,
                          weight_decay=0.05, log_every=5, save_every=50)
     return [StageSpec("stage0", "contrastive", both, s0), StageSpec("stage1", "caption", both, s1),
             StageSpec("stage2", "instruct", both, s2)]

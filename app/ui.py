@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,26 @@ def build_demo(engine, *, votes_path: str | Path = "runs/votes.jsonl", max_frame
     return demo
 
 
+def _patient_url_ok(url: str) -> bool:
+    """Whether the page answers, retried for up to 30 s.
+
+    ``launch()`` refuses to start when its own check fails, and that check gives up on the first
+    3-second timeout. With the LLM loaded, a page request on a busy 2-core machine was seen to
+    take 2-3 s, so the app sometimes refused to start. This check waits patiently instead.
+    """
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.head(url, timeout=10).status_code < 400:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def serve(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
           concurrency: int = 1, queue_size: int = 16, votes_path: str | Path = "runs/votes.jsonl",
           block: bool = True, quiet: bool = False):
@@ -266,6 +287,7 @@ def serve(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, 
     demo.queue(max_size=queue_size, default_concurrency_limit=max(2, concurrency))
     votes_dir = Path(votes_path).resolve().parent
     votes_dir.mkdir(parents=True, exist_ok=True)
+    gr.networking.url_ok = _patient_url_ok  # see _patient_url_ok: the stock check is too impatient
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
                        ssr_mode=False, quiet=quiet, show_error=True, allowed_paths=[str(votes_dir)],
                        max_file_size=MAX_UPLOAD, state_session_capacity=MAX_SESSIONS,

@@ -8,34 +8,18 @@ import torch.nn.functional as F
 
 from model.audio import ImageBindAudioEncoder
 from model.config import AudioConfig, VideoLlamaConfig
+from tests.reference_math import imagebind_block
 
 
 def reference_audio(s: dict, cfg: AudioConfig, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     W, nh = cfg.width, cfg.num_heads
-    hd = W // nh
     x = F.conv2d(fbank, s["patch_embed.weight"], stride=cfg.stride)  # (N, W, mel', time')
     N = x.shape[0]
     x = x.reshape(N, W, -1).permute(0, 2, 1)  # patches row-major over (mel, time)
     x = F.layer_norm(x, (W,), s["patch_norm.weight"], s["patch_norm.bias"], eps=1e-5)  # stem norm before CLS
     x = torch.cat([s["cls_token"].expand(N, -1, -1), x], dim=1) + s["pos_embed"]
     for i in range(cfg.depth):
-        p = f"blocks.{i}."
-        h = F.layer_norm(x, (W,), s[p + "norm1.weight"], s[p + "norm1.bias"], eps=1e-6)
-        wq, wk, wv = s[p + "attn.in_proj_weight"].split(W)
-        bq, bk, bv = s[p + "attn.in_proj_bias"].split(W)
-        q, k, v = h @ wq.T + bq, h @ wk.T + bk, h @ wv.T + bv
-        # add_bias_kv: one extra learned key/value appended to the sequence
-        k = torch.cat([k, s[p + "attn.bias_k"].reshape(1, 1, W).expand(N, 1, W)], dim=1)
-        v = torch.cat([v, s[p + "attn.bias_v"].reshape(1, 1, W).expand(N, 1, W)], dim=1)
-        heads = []
-        for j in range(nh):
-            sl = slice(j * hd, (j + 1) * hd)
-            a = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / hd**0.5, dim=-1)
-            heads.append(a @ v[..., sl])
-        x = x + torch.cat(heads, -1) @ s[p + "attn.out_proj.weight"].T + s[p + "attn.out_proj.bias"]
-        h = F.layer_norm(x, (W,), s[p + "norm2.weight"], s[p + "norm2.bias"], eps=1e-6)
-        h = F.gelu(h @ s[p + "mlp.fc1.weight"].T + s[p + "mlp.fc1.bias"])
-        x = x + h @ s[p + "mlp.fc2.weight"].T + s[p + "mlp.fc2.bias"]
+        x = imagebind_block(s, f"blocks.{i}.", x, nh, bias_kv=True)
     cls = F.layer_norm(x, (W,), s["head_norm.weight"], s["head_norm.bias"], eps=1e-6)[:, 0]
     out = cls @ s["head_proj.weight"].T
     return cls, 20.0 * out / out.norm(dim=-1, keepdim=True)

@@ -13,6 +13,7 @@ import model.convert as conv
 import tests.official_format as off
 from model.config import PRESETS, ImageBindVisionConfig, VideoLlamaConfig
 from model.imagebind_vision import ImageBindVisionEncoder
+from tests.reference_math import imagebind_block
 from tests.tiny import tiny_model
 from train.al_visual import audio_tokens_from_frames, build_teacher, frame_embeddings_for_audio_branch, load_teacher
 
@@ -28,7 +29,6 @@ def tiny_teacher_cfg() -> ImageBindVisionConfig:
 def reference_vision(s: dict, cfg: ImageBindVisionConfig, images: torch.Tensor) -> torch.Tensor:
     """ImageBind's vision path in plain tensor ops, including the literal 2-frame padding."""
     W, nh = cfg.width, cfg.num_heads
-    hd = W // nh
     clip = images.unsqueeze(2).repeat(1, 1, 2, 1, 1)  # PadIm2Video: (N, 3, 2, H, W)
     x = F.conv3d(clip, s["patch_embed.weight"], stride=(2, cfg.patch_size, cfg.patch_size))  # (N, W, 1, h, w)
     N = x.shape[0]
@@ -36,20 +36,7 @@ def reference_vision(s: dict, cfg: ImageBindVisionConfig, images: torch.Tensor) 
     x = torch.cat([s["cls_token"].expand(N, -1, -1), x], dim=1) + s["pos_embed"]
     x = F.layer_norm(x, (W,), s["pre_norm.weight"], s["pre_norm.bias"], eps=1e-6)
     for i in range(cfg.depth):
-        p = f"blocks.{i}."
-        h = F.layer_norm(x, (W,), s[p + "norm1.weight"], s[p + "norm1.bias"], eps=1e-6)
-        wq, wk, wv = s[p + "attn.in_proj_weight"].split(W)
-        bq, bk, bv = s[p + "attn.in_proj_bias"].split(W)
-        q, k, v = h @ wq.T + bq, h @ wk.T + bk, h @ wv.T + bv  # no extra bias_k / bias_v token
-        heads = []
-        for j in range(nh):
-            sl = slice(j * hd, (j + 1) * hd)
-            a = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / hd**0.5, dim=-1)
-            heads.append(a @ v[..., sl])
-        x = x + torch.cat(heads, -1) @ s[p + "attn.out_proj.weight"].T + s[p + "attn.out_proj.bias"]
-        h = F.layer_norm(x, (W,), s[p + "norm2.weight"], s[p + "norm2.bias"], eps=1e-6)
-        h = F.gelu(h @ s[p + "mlp.fc1.weight"].T + s[p + "mlp.fc1.bias"])
-        x = x + h @ s[p + "mlp.fc2.weight"].T + s[p + "mlp.fc2.bias"]
+        x = imagebind_block(s, f"blocks.{i}.", x, nh, bias_kv=False)
     cls = F.layer_norm(x, (W,), s["head_norm.weight"], s["head_norm.bias"], eps=1e-6)[:, 0]
     out = cls @ s["head_proj.weight"].T
     return out / out.norm(dim=-1, keepdim=True)  # no logit scale for vision

@@ -7,6 +7,7 @@ so that ``media_video``, ``media_audio`` and ``media_image`` can use them withou
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -65,6 +66,12 @@ class LoadOptions:
     # on a shared 2-core machine (bench/media_bench.py): frame threads cost 20-30% more CPU time,
     # lose their pipeline at every seek, and the second core is better spent on the sound track.
     decode_threads: int = 1
+    # Containers decoding frames side by side, each seeking to its own keyframes (the target
+    # list is cut where a keyframe lies between targets, so every frame is the same one a
+    # single decoder gives). Two, measured (bench/media_bench.py): on a 10-minute file the 8
+    # targets sit in 8 keyframe intervals and their decoding halves; a short clip whose targets
+    # share one interval stays on one decoder (splitting it would decode the same frames twice).
+    frame_workers: int = 2
     max_bytes: int = 2 * 1024**3
     max_duration_s: float = 2 * 3600.0
     max_pixels: int = 7680 * 4320  # one frame; 8K is the largest accepted by default
@@ -79,6 +86,8 @@ class LoadOptions:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.frame_workers < 1:
+            raise ValueError(f"frame_workers must be 1 or more, got {self.frame_workers}")
         if self.decode_threads < 0:
             raise ValueError(f"decode_threads must be 0 (automatic) or more, got {self.decode_threads}")
         if min(self.image_size, self.num_clips, self.num_mel_bins, self.target_length) < 1 \
@@ -101,6 +110,32 @@ class Deadline:
                 f"{what} took longer than the {self.seconds:g} s limit; try a shorter or smaller "
                 "file, or raise LoadOptions.timeout_s"
             )
+
+
+class Background:
+    """``work()`` running on a daemon thread; ``result()`` waits, then returns its value or raises its error.
+
+    Starting a thread costs about 0.1 ms, nothing next to decoding.
+    """
+
+    def __init__(self, work, name: str):
+        self._box: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True, name=name)
+        self._thread.start()
+
+    def _run(self, work) -> None:
+        try:
+            self._box["result"] = work()
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            self._box["error"] = err
+
+    def result(self, timeout: float | None = None):
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["result"]
 
 
 # -- geometry ----------------------------------------------------------------------

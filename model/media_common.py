@@ -72,6 +72,11 @@ class LoadOptions:
     # targets sit in 8 keyframe intervals and their decoding halves; a short clip whose targets
     # share one interval stays on one decoder (splitting it would decode the same frames twice).
     frame_workers: int = 2
+    # Off (0) by default: exact frames, as the original. A fraction f of the spacing between
+    # sampled frames lets each one move to the nearest keyframe within f * spacing, so a sample
+    # costs one decoded frame instead of up to a keyframe interval (x264's default is 10 s at
+    # 25 fps). Below 0.5, samples keep their order; reported indices and times are the real ones.
+    keyframe_snap: float = 0.0
     max_bytes: int = 2 * 1024**3
     max_duration_s: float = 2 * 3600.0
     max_pixels: int = 7680 * 4320  # one frame; 8K is the largest accepted by default
@@ -86,6 +91,8 @@ class LoadOptions:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not 0.0 <= self.keyframe_snap < 0.5:
+            raise ValueError(f"keyframe_snap must be at least 0 and below 0.5, got {self.keyframe_snap}")
         if self.frame_workers < 1:
             raise ValueError(f"frame_workers must be 1 or more, got {self.frame_workers}")
         if self.decode_threads < 0:

@@ -161,6 +161,15 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
     fps = info.fps
     targets = [start + int(round(Fraction(i) / Fraction(fps).limit_denominator(100000) / tb)) for i in indices]
     tolerance = int(0.5 / fps / tb)  # half a frame: pts rounding and timestamps that jitter
+    notes = []
+    if options.keyframe_snap > 0 and info.keyframes and len(targets) > 1:
+        # Frames between samples, as sample_indices spaces them.
+        spacing = info.num_frames / len(indices) if options.fps is None else max(fps / options.fps, 1.0)
+        bound = int(options.keyframe_snap * spacing / fps / tb)  # pts
+        snapped = snap_to_keyframes(targets, info.keyframes, bound)
+        if snapped != targets:
+            notes.append(f"frames moved to the nearest keyframe (keyframe_snap={options.keyframe_snap:g})")
+        targets = snapped
     parts = [targets]
     if source is not None and options.frame_workers > 1 and info.keyframes:
         min_cost = int(MIN_PART_PIXELS / max(info.width * info.height, 1) / fps / tb)  # in pts
@@ -174,7 +183,20 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
     pts = [p for _, part_pts, _ in results for p in part_pts]
     times = [round(float((p - start) * tb), 3) for p in pts]
     actual = [max(0, int(round(t * fps))) for t in times]
-    return SampledFrames(frames_uint8=np.stack(images), indices=actual, timestamps=times, rotation=results[-1][2])
+    return SampledFrames(frames_uint8=np.stack(images), indices=actual, timestamps=times, notes=notes,
+                         rotation=results[-1][2])
+
+
+def snap_to_keyframes(targets: list[int], keyframes: list[int], bound: int) -> list[int]:
+    """Each target moved to the nearest keyframe at most ``bound`` away (the earlier on a tie), else kept."""
+    keys = np.asarray(keyframes)
+    out = []
+    for target in targets:
+        pos = int(np.searchsorted(keys, target, side="right"))  # keys[pos - 1] <= target < keys[pos]
+        near = [int(k) for k in keys[max(pos - 1, 0) : pos + 1]]
+        best = min(near, key=lambda k: (abs(k - target), k), default=target)
+        out.append(best if abs(best - target) <= bound else target)
+    return out
 
 
 def split_targets(targets: list[int], keyframes: list[int], workers: int, min_cost: int,

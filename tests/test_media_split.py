@@ -1,4 +1,4 @@
-"""Frames decoded by several containers side by side are exactly the frames one decoder gives."""
+"""Long videos, faster: several decoders give exactly one decoder's frames; the opt-in keyframe snap."""
 
 from __future__ import annotations
 
@@ -109,6 +109,31 @@ def test_a_helper_error_reaches_the_caller(tmp_path, parts_seen, monkeypatch):
         load_media(path, LoadOptions(use_audio=False))
 
 
-def test_frame_workers_is_validated():
-    with pytest.raises(ValueError, match="frame_workers"):
-        load_media(__file__, LoadOptions(frame_workers=0))
+def test_frame_workers_and_keyframe_snap_are_validated():
+    cases = [(LoadOptions(frame_workers=0), "frame_workers"), (LoadOptions(keyframe_snap=0.5), "keyframe_snap"),
+             (LoadOptions(keyframe_snap=-0.1), "keyframe_snap")]
+    for bad, name in cases:
+        with pytest.raises(ValueError, match=name):
+            load_media(__file__, bad)
+
+
+def test_snap_moves_a_target_to_the_nearest_keyframe_within_the_bound():
+    keys = [0, 10, 20, 30, 40]
+    assert mv.snap_to_keyframes([0, 12, 25, 37], keys, 5) == [0, 10, 20, 40]  # 25: a tie goes to the earlier
+    assert mv.snap_to_keyframes([0, 12, 25, 37], keys, 2) == [0, 10, 25, 37]  # 25 and 37 are too far
+    assert mv.snap_to_keyframes([3, 45], keys, 5) == [0, 40]  # before the first and after the last keyframe too
+
+
+def test_keyframe_snap_is_off_by_default_and_reports_the_frames_it_took(tmp_path):
+    path = mf.video(tmp_path / "ramp.mp4", source="ramp", duration=2.0, gop=10)  # keyframes 0, 10, ..., 40
+    exact = load_media(path, LoadOptions(num_frames=4, use_audio=False))
+    assert exact.frame_indices == _ramp_indices(exact) == [0, 12, 25, 37]
+    assert not any("keyframe" in note for note in exact.notes)
+    # Spacing 12.5 frames; 0.4 of it is 5 frames: 12 -> 10, 25 -> 20 (a tie), 37 -> 40.
+    snapped = load_media(path, LoadOptions(num_frames=4, use_audio=False, keyframe_snap=0.4))
+    assert snapped.frame_indices == _ramp_indices(snapped) == [0, 10, 20, 40]
+    assert snapped.timestamps == [0.0, 0.4, 0.8, 1.6]
+    assert snapped.frame_message.startswith("The video contains 4 frames sampled at 0.0, 0.4, 0.8, 1.6 seconds")
+    assert any("keyframe_snap=0.4" in note for note in snapped.notes)
+    narrow = load_media(path, LoadOptions(num_frames=4, use_audio=False, keyframe_snap=0.1))  # 1.25 frames
+    assert narrow.frame_indices == _ramp_indices(narrow) == [0, 12, 25, 37]

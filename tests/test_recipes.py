@@ -143,3 +143,55 @@ def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
     toy_pipeline.run_toy_world(recipe, tmp_path / "run2", resume=True)
     done = json.loads((tmp_path / "run2" / "stage2" / "done.json").read_text())
     assert done["resumed_from"] == spec2.save_every and done["steps"] == spec2.max_steps
+
+
+def _world_pool(n: int):
+    from types import SimpleNamespace
+
+    from train.world import sample_scene, scene_rng
+    from train.world_qa import make_qa
+
+    qas = []
+    for i in range(n):
+        rng = scene_rng(3, "train", i)
+        qas.append(make_qa(sample_scene(rng, "train"), rng))
+    return SimpleNamespace(qas=qas)
+
+
+@pytest.mark.parametrize("max_turns", [1, 4])
+def test_packed_instruction_examples_ask_every_short_question_once(max_turns):
+    from train.toy_pipeline import instruct_examples
+
+    model = tiny_model(with_llm=False)
+    tok = model.tokenizer
+    pool = _world_pool(6)
+    examples = instruct_examples(pool, tok, model.config, max_turns=max_turns, seed=1)
+    answers: dict[int, list[str]] = {}
+    for ex in examples:
+        media = [p for p in ex.pieces if isinstance(p, str)]
+        assert media == ["audio", "video"]  # once per conversation, with its first question
+        turns = [tok.decode(p) for p, sup in zip(ex.pieces, ex.supervised, strict=True) if sup]
+        assert 1 <= len(turns) == ex.meta["turns"] <= max_turns
+        answers.setdefault(ex.clip, []).extend(turns)
+    for clip, qas in enumerate(pool.qas):
+        short = sorted(qa.answer[:1].upper() + qa.answer[1:] + "." for qa in qas if qa.skill != "description")
+        got = sorted(a.split("<")[0].split("</s>")[0].strip() for a in answers[clip]
+                     if not a.strip().startswith(("A ", "There is", "We see")))
+        assert got == short, clip
+    if max_turns > 1:
+        assert max(ex.meta["turns"] for ex in examples) > 1
+        assert len(examples) < len(instruct_examples(pool, tok, model.config, max_turns=1))
+
+
+@torch.no_grad()
+def test_projections_start_at_the_word_embedding_norm():
+    from train.toy_pipeline import match_word_scale
+
+    model = tiny_model()
+    feats = {"video": torch.randn(8, 4, 6, 32) * 5, "audio": torch.randn(8, 8, 20) * 5}
+    factors = match_word_scale(model, feats)
+    words = model.llm.get_input_embeddings().weight.norm(dim=-1).mean()
+    tokens = stages.media_tokens(model, feats)
+    assert set(factors) == {"video", "audio"} and all(f != 1.0 for f in factors.values())
+    for name in ("video", "audio"):
+        torch.testing.assert_close(tokens[name].norm(dim=-1).mean(), words, rtol=0.05, atol=0.0)

@@ -33,6 +33,7 @@ class StageSpec:
     num_frames: int = 8
     max_txt_len: int = 32  # caption / conversation token budget, as the original
     audio_from: str = "audio"  # "audio": real fbank clips; "vision": frames, the paper's AL trick
+    max_turns: int = 1  # toy-world stage 2: questions about one clip packed into a conversation
 
 
 @dataclass
@@ -100,15 +101,15 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
                          log_every=2, save_every=3)
         s2 = dataclasses.replace(s1)
     else:
-        # Sized for about 60 minutes on 2 busy cores (see bench/train_bench.py for throughput).
-        s0 = TrainConfig(max_steps=1000, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=50,
+        # Sized for about 60 minutes on 2 cores (see bench/train_bench.py for throughput).
+        s0 = TrainConfig(max_steps=800, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=50,
                          weight_decay=0.05, log_every=20, save_every=200)
-        s1 = TrainConfig(max_steps=100, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=10,
+        s1 = TrainConfig(max_steps=100, batch_size=16, lr=2e-3, min_lr=1e-4, warmup_steps=10,
                          weight_decay=0.05, log_every=5, save_every=50)
-        s2 = TrainConfig(max_steps=300, batch_size=16, lr=7e-4, min_lr=3e-5, warmup_steps=15,
+        s2 = TrainConfig(max_steps=350, batch_size=16, lr=1.5e-3, min_lr=5e-5, warmup_steps=15,
                          weight_decay=0.05, log_every=5, save_every=50)
     return [StageSpec("stage0", "contrastive", both, s0), StageSpec("stage1", "caption", both, s1),
-            StageSpec("stage2", "instruct", both, s2)]
+            StageSpec("stage2", "instruct", both, s2, max_turns=4)]
 
 
 def toy_world(quick: bool = False) -> Recipe:

@@ -138,6 +138,27 @@ def precompute(model, pool: Pool, chunk: int = 32) -> dict[str, torch.Tensor]:
 
 
 # -- stages 1 and 2 --------------------------------------------------------------------------
+@torch.no_grad()
+def match_word_scale(model, feats: dict[str, torch.Tensor], sample: int = 64) -> dict[str, float]:
+    """Rescale the fresh projections so soft tokens start at the LLM's word-embedding norm.
+
+    A default-initialised projection gives tokens about seven times longer than SmolLM2's word
+    embeddings; the frozen LLM's attention then sees them as one loud constant and the early
+    steps go into shrinking them. Returns the factor applied per branch.
+    """
+    words = model.llm.get_input_embeddings().weight.norm(dim=-1).mean()
+    rows = torch.arange(min(sample, next(iter(feats.values())).shape[0]))
+    tokens = stages.media_tokens(model, {k: v[rows].float() for k, v in feats.items()})  # k -> (B, Q, D)
+    factors = {}
+    for name, proj in (("video", model.video_proj), ("audio", model.audio_proj)):
+        if name in tokens and proj is not None:
+            factor = float(words / tokens[name].norm(dim=-1).mean())
+            proj.weight.mul_(factor)
+            proj.bias.mul_(factor)
+            factors[name] = factor
+    return factors
+
+
 def run_lm_stage(model, examples: list[stages.Example], feats: dict[str, torch.Tensor], spec: StageSpec,
                  out: Path, acc, resume: bool) -> None:
     params = stages.branch_parameters(model, spec.branches)
@@ -205,10 +226,12 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False) -> Path:
     # Full precision for training (fp32 on CPU, bf16 on GPU): gradients flow through the LLM.
     precision = "bf16" if acc.device.type == "cuda" else "fp32"
     model.llm, model.tokenizer = load_llm(cfg.llm, precision=precision, device=acc.device)
+    if not resume:
+        _log(f"projections rescaled to word-embedding norm by {match_word_scale(model, feats)}")
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
     examples1 = caption_examples(pool, model.tokenizer)[:limit]
     run_lm_stage(model, examples1, feats, spec1, out, acc, resume)
-    examples2 = instruct_examples(pool, model.tokenizer, cfg)[:limit]
+    examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns)[:limit]
     run_lm_stage(model, examples2, feats, spec2, out, acc, resume)
     final = out / "final"
     if acc.is_main_process:
@@ -230,14 +253,37 @@ def caption_examples(pool: Pool, tokenizer) -> list[stages.Example]:
     return out
 
 
-def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig) -> list[stages.Example]:
-    """Stage 2: every question of every clip in the chat prompt inference uses."""
+def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: int = 1,
+                      seed: int = 0) -> list[stages.Example]:
+    """Stage 2: the questions of every clip in the chat prompt inference uses.
+
+    ``max_turns`` > 1 packs a clip's short questions into conversations of 1 to ``max_turns``
+    turns (the media message comes with the first question, as in the app's chat). Media
+    tokens and the long media message then serve several answers: on CPU, where the LLM
+    forward is the whole cost, that is about three times the answers per second for the
+    same steps. Long description answers stay single-turn.
+    """
+    rng = np.random.default_rng(seed)
     out = []
     for i, qas in enumerate(pool.qas):
+        short = []
         for qa in qas:
-            if qa.skill == "description" and i % 3:
-                continue  # long answers, not a scored skill: keep a third of them
-            answer = qa.answer if qa.skill == "description" else qa.answer[:1].upper() + qa.answer[1:] + "."
-            pieces, sup = stages.chat_example(tokenizer, cfg.llm.template, qa.question, answer)
-            out.append(stages.Example(pieces, sup, clip=i, meta={"skill": qa.skill}))
+            if qa.skill == "description":
+                if i % 3 == 0:  # long answers, not a scored skill: keep a third of them
+                    out.append(_conversation(tokenizer, cfg, i, [qa]))
+            else:
+                short.append(qa)
+        order = rng.permutation(len(short))
+        k = 0
+        while k < len(order):
+            n = int(rng.integers(1, max_turns + 1))
+            out.append(_conversation(tokenizer, cfg, i, [short[j] for j in order[k:k + n]]))
+            k += n
     return out
+
+
+def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list) -> stages.Example:
+    turns = [(qa.question, qa.answer if qa.skill == "description" else qa.answer[:1].upper() + qa.answer[1:] + ".")
+             for qa in qas]
+    pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns)
+    return stages.Example(pieces, sup, clip=clip, meta={"skill": qas[0].skill, "turns": len(qas)})

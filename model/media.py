@@ -2,8 +2,9 @@
 
 ``load_media(path, LoadOptions())`` decides what the file is (video, image or audio) from
 its content, not its name, checks the configured limits, decodes under a time limit and
-returns a ``MediaInput``. Three threads share the work: frames (the worker, which the time
-limit watches), the sound track (its own container) and the file's hash. Every failure
+returns a ``MediaInput``. Threads share the work: frames (the worker, which the time limit
+watches, plus a second decoder for far-apart targets) and the sound track (its own
+container). The cache key hashes the decoded input, not the file. Every failure
 is a ``MediaError`` whose message says what is wrong and what to do. Decoding details live
 in ``media_video``, ``media_audio`` and ``media_image``; this module is the entry point and
 the only one other code should import.
@@ -55,7 +56,7 @@ class MediaInput:
 
     kind: str  # "video", "image" or "audio"
     path: str
-    sha256: str  # of the file's bytes: a cache key for encoder outputs
+    sha256: str  # of what the encoders receive (sampled frames, fbank clips): the features' cache key
     frames: torch.Tensor | None = None  # (T, 3, S, S) float32, CLIP-normalised
     frames_uint8: np.ndarray | None = None  # (T, S, S, 3) for display
     frame_indices: list[int] = field(default_factory=list)
@@ -87,9 +88,8 @@ def load_media(path: str | os.PathLike, options: LoadOptions | None = None) -> M
     path = str(path)
     _check_file(path, options)
     started = time.perf_counter()
-    hasher = Background(lambda: _sha256(path), "media-hash")  # overlaps decoding: hashlib releases the GIL
     result = _run_with_timeout(lambda deadline: _decode(path, options, deadline), options.timeout_s)
-    result.sha256 = hasher.result()
+    result.sha256 = content_sha256(result)
     result.decode_seconds = round(time.perf_counter() - started, 4)
     return result
 
@@ -110,11 +110,19 @@ def _check_file(path: str, options: LoadOptions) -> None:
                             "limit; trim or compress it, or raise LoadOptions.max_bytes")
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+def content_sha256(media: MediaInput) -> str:
+    """Hash of the model's input: the sampled frames and the fbank clips, not the file.
+
+    A few MB whatever the file's length (hashing a 10-minute upload's bytes costs more than
+    seeking its frames), and a key that changes exactly when the encoders' input does: other
+    frame counts or clip options give another key, a re-encoded copy with the same pictures
+    and sound may share one.
+    """
+    h = hashlib.sha256(media.kind.encode())
+    for array in (media.frames_uint8, None if media.audio is None else media.audio.numpy()):
+        if array is not None:
+            h.update(str((array.shape, array.dtype)).encode())
+            h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
 
 

@@ -75,7 +75,7 @@ def media_tokens(engine: Any, conv: Conversation, model: Any, trace: dict) -> di
 def frozen_features(engine: Any, model: Any, att: Attachment, branch: str, trace: dict) -> torch.Tensor:
     """Frozen encoder output for the attachment, from the engine's cache when possible.
 
-    The key is (file content hash, load options, encoder fingerprint): checkpoints that share
+    The key is (hash of the decoded input, load options, encoder fingerprint): checkpoints that share
     frozen encoder weights (same fingerprint) share entries; the adapters run per model.
     """
     media = att.media

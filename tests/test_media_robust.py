@@ -229,6 +229,20 @@ def test_same_content_same_hash(tmp_path):
     assert load_media(a).sha256 == load_media(tmp_path / "b.png").sha256 != load_media(c).sha256
 
 
+def test_hash_follows_what_the_encoders_receive_not_the_file(tmp_path):
+    clip = mf.video(tmp_path / "v.mp4", duration=1.0, audio="sine")
+    eight, four = load_media(clip), load_media(clip, LoadOptions(num_frames=4))
+    assert eight.sha256 != four.sha256  # other frames sampled: another cache entry
+    low, high = mf.audio(tmp_path / "low.wav", freq=300.0), mf.audio(tmp_path / "high.wav", freq=1200.0)
+    assert load_media(low).sha256 != load_media(high).sha256
+    # The same pictures in another container: the encoders get the same input, one key. (Not
+    # with AAC sound: containers place its priming samples differently, so the clips differ.)
+    silent = mf.video(tmp_path / "silent.mp4", duration=1.0)
+    copy = tmp_path / "copy.mkv"
+    mf.run_ffmpeg("-i", str(silent), "-c", "copy", str(copy))
+    assert load_media(copy).sha256 == load_media(silent).sha256 != four.sha256
+
+
 def test_transcoding_fallback_writes_a_playable_copy_in_the_temp_dir(tmp_path):
     from model import media
 

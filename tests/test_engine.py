@@ -167,13 +167,20 @@ def test_eos_token_ends_the_answer():
 
 def test_cancel_ends_the_stream_and_frees_the_worker(model, media):
     engine = ChatEngine({"m": model}, concurrency=1)
+    settings = GenerationSettings(max_new_tokens=400, do_sample=False)
+    full_conv = engine.new_conversation()
+    engine.attach_media(full_conv, media / "av.mp4")
+    full = "".join(engine.ask(full_conv, "Talk.", settings))
     conv = engine.new_conversation()
     engine.attach_media(conv, media / "av.mp4")
-    stream = engine.ask(conv, "Talk.", GenerationSettings(max_new_tokens=400, do_sample=False))
+    stream = engine.ask(conv, "Talk.", settings)
     first = next(stream)
     engine.cancel(conv)
     rest = list(stream)
-    assert first and len(rest) <= 2  # at most the token already in flight
+    # Deltas already queued still arrive (how many depends on thread scheduling), but the
+    # generation stopped: the answer is a strict prefix of the uncancelled one.
+    cut = first + "".join(rest)
+    assert first and full.startswith(cut) and len(cut) < len(full)
     assert conv.turns[-1].answer == (first + "".join(rest)).strip()
     assert "stopped before the end" in engine.trace(conv)["notes"]
     _, answer = _chat(engine, conv, "Again?")  # the worker is free

@@ -48,3 +48,16 @@ def test_bad_file_exits_non_zero_with_the_reason(tmp_path, capsys):
     assert report["error_type"] == "CorruptMedia"
     assert launch.main(["media", str(tmp_path / "empty.mp4"), "--frames", "40"]) == 2
     assert "num_frames" in capsys.readouterr().err
+
+
+def test_keyframe_snap_flag_moves_samples_to_keyframes_and_says_so(tmp_path, capsys):
+    path = mf.video(tmp_path / "gop.mp4", duration=2.0, gop=10)  # keyframes every 10 frames
+    assert launch.main(["media", str(path), "--json"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert launch.main(["media", str(path), "--json", "--keyframe-snap", "0.4"]) == 0
+    snapped = json.loads(capsys.readouterr().out)
+    moved = [(a, b) for a, b in zip(exact["frame_indices"], snapped["frame_indices"], strict=True) if a != b]
+    assert moved and all(b % 10 == 0 and abs(a - b) <= 2.5 for a, b in moved)
+    assert any("keyframe" in note for note in snapped["notes"])
+    assert launch.main(["media", str(path), "--keyframe-snap", "0.7"]) == 2  # out of range: a clear error
+    assert "keyframe_snap" in capsys.readouterr().err

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-audio", action="store_true", help="do not read the sound track")
     parser.add_argument("--backend", choices=BACKENDS, default=LoadOptions.backend,
                         help="frame decoder (decord reproduces the original)")
+    parser.add_argument("--keyframe-snap", type=float, default=LoadOptions.keyframe_snap,
+                        help="let each sample move to a keyframe within this fraction (< 0.5) of the spacing "
+                             "between samples: faster on long videos, frames no longer exact (default: exact)")
     parser.add_argument("--timeout", type=float, default=LoadOptions.timeout_s, help="seconds (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -71,7 +74,7 @@ def _print_text(s: dict) -> None:
         print("audio: none")
     for note in s["notes"]:
         print(f"note: {note}")
-    print(f"decoded in {s['decode_seconds']:.3f} s; sha256 {s['sha256'][:16]}...")
+    print(f"decoded in {s['decode_seconds']:.3f} s; content hash {s['sha256'][:16]}...")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -79,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     # busy machine can turn 0.08 s into more than a second. A command owns its process.
     torch.set_num_threads(1)
     options = LoadOptions(num_frames=args.frames, fps=args.fps, resize=args.resize, use_audio=not args.no_audio,
-                          backend=args.backend, timeout_s=args.timeout)
+                          backend=args.backend, timeout_s=args.timeout, keyframe_snap=args.keyframe_snap)
     try:
         media = load_media(args.path, options)
     except (MediaError, ValueError) as err:

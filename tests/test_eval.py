@@ -43,6 +43,23 @@ def test_heldout_questions_come_from_rendered_test_clips(tmp_path):
     assert key(again) == key(items)
 
 
+def test_the_two_heldout_splits_differ_in_colour_shape_pairs(tmp_path):
+    from train.world import HELDOUT_PAIRS, sample_scene, scene_rng
+
+    def pairs(split, world_split, n=6):
+        heldout_items(tmp_path, n, split=split)  # renders the clips it names
+        return [{(s.colour, s.shape) for s in sample_scene(scene_rng(evaluate.EVAL_SEED, world_split, i),
+                                                             world_split).shapes} for i in range(n)]
+
+    assert all(p & HELDOUT_PAIRS for p in pairs("new-pairs", "test"))
+    assert not any(p & HELDOUT_PAIRS for p in pairs("new-clips", "train"))
+    assert len(list(tmp_path.glob("train-7-*.mp4"))) == len(list(tmp_path.glob("test-7-*.mp4"))) == 6
+    with pytest.raises(ValueError, match="training scenes"):
+        heldout_items(tmp_path, 1, seed=1, split="new-clips")
+    with pytest.raises(ValueError, match="unknown split"):
+        heldout_items(tmp_path, 1, split="test")
+
+
 def test_another_way_set_asks_colour_and_pitch_of_each_ffmpeg_clip(tmp_path, monkeypatch):
     import train.world_render as wr
 

@@ -1,8 +1,10 @@
 """`python launch.py eval --suite toy-world [--model DIR] [--json]`: held-out accuracy per skill.
 
-Held-out clips of the synthetic world (the ``test`` split: unseen colour/shape pairs) are
-rendered to real mp4 files and asked about through the same path as the app: ``load_media``
-and the chat engine, greedy decoding. Free-text answers are scored by keywords
+Held-out clips of the synthetic world are rendered to real mp4 files and asked about through
+the same path as the app: ``load_media`` and the chat engine, greedy decoding. Two held-out
+sets (``--split``): ``new-clips``, scenes never trained on, drawn like the training scenes
+(another seed), and ``new-pairs``, the world's ``test`` split, where every scene holds a
+colour/shape pair that training never shows (composition, a harder test). Free-text answers are scored by keywords
 (``train.world_qa.score_answer``). A second set checks generalisation beyond our renderer:
 clips drawn by ffmpeg's own filters with an ffmpeg sine tone, asked for colour and pitch
 (skills ``another_way_colour`` and ``another_way_pitch``).
@@ -23,7 +25,8 @@ from train.world_qa import QA, make_qa, score_answer
 
 SUITES = ("toy-world",)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "toy-world"
-EVAL_SEED = 7  # test-split scenes of the eval; training draws train-split scenes
+EVAL_SEED = 7  # scenes of the eval; training draws its scenes with seed 1
+SPLITS = {"new-clips": "train", "new-pairs": "test"}  # --split -> the world's split to draw from
 
 
 @dataclass
@@ -46,15 +49,21 @@ def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
 
 
 # -- the question sets --------------------------------------------------------------------
-def heldout_items(folder: Path, n_clips: int, seed: int = EVAL_SEED) -> list[Item]:
-    """Render ``n_clips`` test-split scenes into ``folder`` (kept for reuse) with their questions."""
+def heldout_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = "new-pairs") -> list[Item]:
+    """Render ``n_clips`` scenes of ``split`` (see ``SPLITS``) into ``folder`` (kept for reuse)
+    with their questions."""
     from train.world_render import render_clip
 
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    world_split = SPLITS[split]
+    if world_split == "train" and seed == 1:
+        raise ValueError("seed 1 draws the training scenes; held-out clips need another seed")
     items = []
     for i in range(n_clips):
-        rng = scene_rng(seed, "test", i)
-        scene = sample_scene(rng, "test")
-        path = folder / f"test-{seed}-{i:04d}.mp4"
+        rng = scene_rng(seed, world_split, i)
+        scene = sample_scene(rng, world_split)
+        path = folder / f"{world_split}-{seed}-{i:04d}.mp4"
         if not path.exists():
             render_clip(scene, path)
         items += [Item(str(path), qa) for qa in make_qa(scene, rng)]
@@ -124,6 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (default: the bundled one)")
     parser.add_argument("--json", action="store_true", help="print one JSON object {accuracy, n}")
     parser.add_argument("--clips", type=int, default=60, help="held-out clips (about 17 questions each)")
+    parser.add_argument("--split", choices=tuple(SPLITS), default="new-clips",
+                        help="new-clips: unseen scenes drawn like the training ones; new-pairs: every scene "
+                             "holds a colour/shape pair never trained on (default %(default)s)")
     parser.add_argument("--no-another-way", action="store_true", help="skip the ffmpeg-drawn clips")
     parser.add_argument("--media-dir", type=Path, default=Path("runs") / "eval-media",
                         help="where the rendered clips are kept between runs")
@@ -134,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
     if args.clips < 1:
         raise SystemExit("--clips must be at least 1")
     args.media_dir.mkdir(parents=True, exist_ok=True)
-    items = heldout_items(args.media_dir, args.clips)
+    items = heldout_items(args.media_dir, args.clips, split=args.split)
     if not args.no_another_way:
         items += another_way_items(args.media_dir)
     result, records = evaluate(engine_answerer(args.model), items, progress=not args.json)

@@ -125,3 +125,30 @@ def test_bundled_model_keeps_the_llm_text_answers():
     reference = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
     assert ours.strip() == reference.strip()
     assert "Paris" in ours
+
+
+def test_oracle_text_puts_the_scene_words_where_the_media_goes(tmp_path, monkeypatch):
+    import model.llm
+    from tests.tiny import tiny_config, tiny_llm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    prompts = []
+
+    class Recording:  # the tiny tokenizer, remembering every prompt it encodes
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def __call__(self, text, **kwargs):
+            prompts.append(text)
+            return tok(text, **kwargs)
+
+    monkeypatch.setattr(model.llm, "load_llm", lambda cfg, root=None: (tiny_llm(), Recording()))
+    tiny_config().to_json(tmp_path / "config.json")
+    items = heldout_items(tmp_path, 1)
+    answer = evaluate.oracle_text_answerer(tmp_path, {i.path: i.context for i in items}, max_new_tokens=3)
+    reply = answer(items[0].path, items[0].qa.question)
+    assert isinstance(reply, str)
+    (prompt,) = prompts
+    seen, heard = items[0].context["video"], items[0].context["audio"]
+    assert seen and heard and seen in prompt and heard in prompt and items[0].qa.question in prompt
+    assert "<ImageHere>" not in prompt and prompt.index(heard) < prompt.index(seen)  # audio slot comes first

@@ -33,6 +33,9 @@ SPLITS = {"new-clips": "train", "new-pairs": "test"}  # --split -> the world's s
 class Item:
     path: str  # media file
     qa: QA
+    # The scene as text, per media slot ("video": what is seen, "audio": what is heard): what a
+    # perfect perception would hand the LLM (``--oracle-text``).
+    context: dict | None = None
 
 
 # -- scoring ------------------------------------------------------------------------------
@@ -66,7 +69,8 @@ def heldout_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str 
         path = folder / f"{world_split}-{seed}-{i:04d}.mp4"
         if not path.exists():
             render_clip(scene, path)
-        items += [Item(str(path), qa) for qa in make_qa(scene, rng)]
+        context = scene_text(scene)
+        items += [Item(str(path), qa, context) for qa in make_qa(scene, rng)]
     return items
 
 
@@ -90,6 +94,14 @@ def another_way_items(folder: Path) -> list[Item]:
     return items
 
 
+def scene_text(scene) -> dict:
+    """The scene's canonical caption, split into what is seen and what is heard."""
+    from train.world_qa import _sound_sentence, captions
+
+    sound = _sound_sentence(scene)
+    return {"video": captions(scene)[0][: -len(sound)].strip(), "audio": sound}
+
+
 # -- answering ----------------------------------------------------------------------------
 def engine_answerer(model_dir: Path, max_new_tokens: int = 48) -> Callable[[str, str], str]:
     """A function (media path, question) -> greedy answer, through the chat engine."""
@@ -103,6 +115,42 @@ def engine_answerer(model_dir: Path, max_new_tokens: int = 48) -> Callable[[str,
         conv = engine.new_conversation()
         engine.attach_media(conv, path)
         return "".join(engine.ask(conv, question, settings))
+
+    return answer
+
+
+def oracle_text_answerer(model_dir: Path, contexts: dict[str, dict],
+                         max_new_tokens: int = 48) -> Callable[[str, str], str]:
+    """The model's frozen LLM alone, with each media slot replaced by the scene as text.
+
+    The same template and media message as the engine, greedy: an upper bound on what the
+    adapters can reach with this LLM (perfect perception, handed over as words).
+    """
+    import torch
+
+    from model.config import VideoLlamaConfig
+    from model.llm import load_llm
+    from model.prompts import IMAGE_SLOT, get_template, join_question, media_message, media_system, render, stop_strings
+
+    cfg = VideoLlamaConfig.from_file(Path(model_dir) / "config.json")
+    llm, tok = load_llm(cfg.llm, root=model_dir)
+    template = get_template(cfg.llm.template)
+    stops = stop_strings(template, tok)
+
+    @torch.no_grad()
+    def answer(path: str, question: str) -> str:
+        message, slots = media_message("video", with_audio=True)
+        for slot in slots:  # the slots in order, each replaced by its text
+            message = message.replace(IMAGE_SLOT, contexts[path][slot], 1)
+        user, assistant = template.roles
+        prompt = render(template, media_system(template, "video"), [(user, join_question(message, question)),
+                                                                    (assistant, None)], tok)
+        ids = tok(prompt, add_special_tokens=template.style != "tokenizer", return_tensors="pt").input_ids
+        out = llm.generate(ids.to(llm.device), max_new_tokens=max_new_tokens, do_sample=False)
+        text = tok.decode(out[0, ids.shape[1]:])
+        for stop in stops:
+            text = text.split(stop)[0]
+        return text.strip()
 
     return answer
 
@@ -140,6 +188,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media-dir", type=Path, default=Path("runs") / "eval-media",
                         help="where the rendered clips are kept between runs")
     parser.add_argument("--dump", type=Path, default=None, help="write every question and answer (JSONL)")
+    parser.add_argument("--oracle-text", action="store_true",
+                        help="ask the frozen LLM alone with the scene's caption in place of the media: "
+                             "the ceiling this LLM puts on the adapters")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -147,9 +198,13 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--clips must be at least 1")
     args.media_dir.mkdir(parents=True, exist_ok=True)
     items = heldout_items(args.media_dir, args.clips, split=args.split)
-    if not args.no_another_way:
-        items += another_way_items(args.media_dir)
-    result, records = evaluate(engine_answerer(args.model), items, progress=not args.json)
+    if args.oracle_text:
+        answerer = oracle_text_answerer(args.model, {i.path: i.context for i in items})
+    else:
+        if not args.no_another_way:
+            items += another_way_items(args.media_dir)
+        answerer = engine_answerer(args.model)
+    result, records = evaluate(answerer, items, progress=not args.json)
     if args.dump:
         args.dump.write_text("".join(json.dumps(r) + "\n" for r in records))
     if args.json:

@@ -123,8 +123,9 @@ def oracle_text_answerer(model_dir: Path, contexts: dict[str, dict],
                          max_new_tokens: int = 48) -> Callable[[str, str], str]:
     """The model's frozen LLM alone, with each media slot replaced by the scene as text.
 
-    The same template and media message as the engine, greedy: an upper bound on what the
-    adapters can reach with this LLM (perfect perception, handed over as words).
+    The same template and media message as the engine, greedy: what the LLM makes, zero-shot,
+    of perfect perception handed over as words (the adapters also steer its answers, so this
+    is a reference point, not a bound).
     """
     import torch
 
@@ -190,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dump", type=Path, default=None, help="write every question and answer (JSONL)")
     parser.add_argument("--oracle-text", action="store_true",
                         help="ask the frozen LLM alone with the scene's caption in place of the media: "
-                             "the ceiling this LLM puts on the adapters")
+                             "what the LLM makes of a perfect description, zero-shot")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -96,10 +96,10 @@ def another_way_items(folder: Path) -> list[Item]:
 
 def scene_text(scene) -> dict:
     """The scene's canonical caption, split into what is seen and what is heard."""
+    from train.toy_data import visual_caption
     from train.world_qa import _sound_sentence, captions
 
-    sound = _sound_sentence(scene)
-    return {"video": captions(scene)[0][: -len(sound)].strip(), "audio": sound}
+    return {"video": visual_caption(scene, captions(scene)[0]), "audio": _sound_sentence(scene)}
 
 
 # -- answering ----------------------------------------------------------------------------

@@ -112,6 +112,41 @@ def test_contrastive_loss_treats_identical_texts_as_positives():
     assert stages.ngram_ids("red circle", 100) != stages.ngram_ids("circle red", 100)
 
 
+def test_caption_decoder_word_ids_mark_start_end_and_unknown_words():
+    dec = stages.CaptionDecoder(["one", "shape", ":", "red", "circle"], width=16)
+    ids = dec.ids(["one shape: red circle", "one shape: blue circle"])
+    words = dec.words
+    assert [words[i] for i in ids[0].tolist()] == ["<bos>", "one", "shape", ":", "red", "circle", "<eos>"]
+    assert [words[i] for i in ids[1].tolist()] == ["<bos>", "one", "shape", ":", "<unk>", "circle", "<eos>"]
+    # The word list is sorted, so a resumed run (vocabulary rebuilt from the same texts) has the same ids.
+    assert stages.CaptionDecoder(["red", "one"], 16).words == stages.CaptionDecoder(["one", "red"], 16).words
+
+
+def test_caption_decoder_reads_its_answer_from_the_queries():
+    """Trained on two (queries, description) pairs, it writes each description from its own
+    queries only: swapped queries cost far more than the right ones."""
+    torch.manual_seed(0)
+    texts = ["one shape: red circle x1", "one shape: blue star x3"]
+    vocab = sorted({w for t in texts for w in stages.caption_words(t)})
+    dec = stages.CaptionDecoder(vocab, width=32, layers=1)
+    queries = torch.randn(2, 4, 32)
+    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = dec.loss(queries, texts)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        right, swapped = dec.loss(queries, texts), dec.loss(queries[[1, 0]], texts)
+    assert right < 0.05 and swapped > 10 * right
+
+
+def test_toy_stage0_adds_the_caption_loss_and_paper_stages_do_not():
+    assert get_recipe("toy-world").stages[0].caption_weight > 0
+    assert get_recipe("toy-world", quick=True).stages[0].caption_weight > 0
+    assert all(s.caption_weight == 0 for name in PAPER_STAGES for s in get_recipe(name).stages)
+
+
 @pytest.mark.slow
 def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
     from train import toy_pipeline

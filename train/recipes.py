@@ -34,6 +34,7 @@ class StageSpec:
     max_txt_len: int = 32  # caption / conversation token budget, as the original
     audio_from: str = "audio"  # "audio": real fbank clips; "vision": frames, the paper's AL trick
     max_turns: int = 1  # toy-world stage 2: questions about one clip packed into a conversation
+    caption_weight: float = 0.0  # toy-world stage 0: weight of the frame-caption generation loss
 
 
 @dataclass
@@ -108,7 +109,7 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
                          weight_decay=0.05, log_every=5, save_every=50)
         s2 = TrainConfig(max_steps=350, batch_size=16, lr=1.5e-3, min_lr=5e-5, warmup_steps=15,
                          weight_decay=0.05, log_every=5, save_every=50)
-    return [StageSpec("stage0", "contrastive", both, s0), StageSpec("stage1", "caption", both, s1),
+    return [StageSpec("stage0", "contrastive", both, s0, caption_weight=1.0), StageSpec("stage1", "caption", both, s1),
             StageSpec("stage2", "instruct", both, s2, max_turns=4)]
 
 

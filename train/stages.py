@@ -106,10 +106,58 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, texts: list[str], logit_scale: to
                   + torch.sum(-target[:, : logits.shape[0]] * logits.t().log_softmax(1), 1).mean())
 
 
-class ContrastiveHeads(nn.Module):
-    """Stage-0 extras that are thrown away afterwards: text towers, pooling heads, temperatures."""
+def caption_words(text: str) -> list[str]:
+    return text.lower().replace(",", " , ").replace(":", " : ").replace(".", " ").split()
 
-    def __init__(self, image_width: int, audio_width: int, dim: int = 128) -> None:
+
+class CaptionDecoder(nn.Module):
+    """BLIP-2's image-grounded text generation, small: a causal decoder that writes a frame's
+    description word by word while attending to the image Q-Former's query outputs.
+
+    Contrast alone lets an encoder match descriptions on their easiest words (colours); to
+    write "large red triangle x1 y2, small blue circle ..." the queries must say which shape
+    carries which colour where. ``vocab`` is the word list (sorted, so a resumed run rebuilds
+    the same ids); unknown words share one id.
+    """
+
+    SPECIAL = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+    def __init__(self, vocab: list[str], width: int, layers: int = 2, heads: int = 4, max_len: int = 48) -> None:
+        super().__init__()
+        self.words = list(self.SPECIAL) + sorted(set(vocab) - set(self.SPECIAL))
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self.max_len = max_len
+        self.embed = nn.Embedding(len(self.words), width)
+        self.pos = nn.Parameter(torch.randn(max_len, width) * 0.02)
+        layer = nn.TransformerDecoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers)
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, len(self.words)))
+
+    def ids(self, texts: list[str]) -> torch.Tensor:
+        """(B, L) word ids: <bos> words <eos>, right-padded with <pad> (0), cut at max_len."""
+        unk = self.index["<unk>"]
+        rows = [[1] + [self.index.get(w, unk) for w in caption_words(t)][: self.max_len - 1] + [2] for t in texts]
+        out = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.tensor(r)
+        return out
+
+    def loss(self, queries: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """queries (B, Q, W) -> mean next-word cross-entropy of ``texts``."""
+        ids = self.ids(texts).to(queries.device)  # (B, L)
+        inp, target = ids[:, :-1], ids[:, 1:]
+        L = inp.shape[1]
+        x = self.embed(inp) + self.pos[:L]  # (B, L-1, W)
+        causal = torch.ones(L, L, dtype=torch.bool, device=queries.device).triu(1)  # True: may not attend
+        h = self.decoder(x, queries, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=inp == 0)
+        return F.cross_entropy(self.out(h).flatten(0, 1), target.flatten(), ignore_index=0)
+
+
+class ContrastiveHeads(nn.Module):
+    """Stage-0 extras that are thrown away afterwards: text towers, pooling heads, temperatures,
+    and (given a word list) the frame-caption decoder."""
+
+    def __init__(self, image_width: int, audio_width: int, dim: int = 128, vocab: list[str] | None = None) -> None:
         super().__init__()
         self.image_text = TextTower(dim)
         self.audio_text = TextTower(dim)
@@ -117,6 +165,7 @@ class ContrastiveHeads(nn.Module):
         self.audio_head = nn.Linear(audio_width, dim)
         self.image_scale = nn.Parameter(torch.tensor(2.66))  # log(1/0.07), as CLIP starts
         self.audio_scale = nn.Parameter(torch.tensor(2.66))
+        self.caption = CaptionDecoder(vocab, image_width) if vocab else None
 
 
 def image_text_loss(model, heads: ContrastiveHeads, frames: torch.Tensor, texts: list[str]) -> torch.Tensor:

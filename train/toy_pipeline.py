@@ -91,7 +91,11 @@ def sincos_2d(grid: int, width: int) -> torch.Tensor:
 
 
 def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool) -> None:
-    heads = stages.ContrastiveHeads(model.config.image_qformer.hidden_size, model.config.audio.out_dim)
+    vocab = None
+    if spec.caption_weight:
+        vocab = sorted({w for texts in pool.frame_texts for t in texts for w in stages.caption_words(t)})
+    heads = stages.ContrastiveHeads(model.config.image_qformer.hidden_size, model.config.audio.out_dim,
+                                    vocab=vocab)
     # Start the ViT's learned position embedding from 2-D sine-cosine codes: from the tiny
     # random init, 1000 contrastive steps left positions (hence motion) barely decodable.
     vcfg = model.config.vision
@@ -115,6 +119,8 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
         li = stages.info_nce(heads.image_head(feats.mean(1)), heads.image_text(itexts), itexts,
                              heads.image_scale, heads.image_text(hard))
         la = stages.audio_text_loss(model, heads, fbank.to(acc.device), stexts)
+        if heads.caption is not None:  # BLIP-2's image-grounded generation, beside the contrast
+            li = li + spec.caption_weight * heads.caption.loss(feats, itexts)
         return li + la, len(itexts)
 
     _run_stage(spec, params, loss_fn, batch_fn, out, acc, resume, lambda d: save_folder(model, d))

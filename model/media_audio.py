@@ -14,6 +14,7 @@ result matches the original's to float rounding (tested).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -65,14 +66,46 @@ def fbank_clip(clip: torch.Tensor, config: AudioConfig = AUDIO) -> torch.Tensor:
     wave = clip - clip.mean() if clip.numel() else clip
     if wave.numel() < window:  # Kaldi needs one full window; pad with silence
         wave = torch.nn.functional.pad(wave, (0, window - wave.numel()))
-    mel = torchaudio.compliance.kaldi.fbank(
+    return _finish_fbank(_kaldi_fbank(wave, config).T, config)
+
+
+def fbank_clips(clips: list[torch.Tensor], config: AudioConfig = AUDIO) -> torch.Tensor:
+    """``fbank_clip`` of each clip, stacked: (S, 1, mel_bins, target_length).
+
+    Every Kaldi fbank step works inside one 25 ms frame, so clips of one length that is a
+    whole number of frame shifts can go through a single call, end to end: clip i's frames
+    are then rows ``i * L / shift`` onwards. One call instead of S saves the per-call set-up
+    (window, mel banks), which matters most for long videos, whose sound competes with the
+    frame decoders for the cores. Other lengths take one call per clip.
+    """
+    shift = int(config.sample_rate * FRAME_SHIFT_MS / 1000)
+    window = int(config.sample_rate * FRAME_LENGTH_MS / 1000)
+    length = clips[0].numel() if clips else 0
+    if len(clips) < 2 or length < window or length % shift or any(c.numel() != length for c in clips):
+        return torch.stack([fbank_clip(c, config) for c in clips])
+    waves = torch.stack(clips)  # (S, L)
+    waves = waves - waves.mean(dim=1, keepdim=True)  # per-clip mean, as fbank_clip
+    mel = _kaldi_fbank(waves.flatten(), config)  # (frames of the joined wave, mel_bins)
+    per_clip = length // shift  # rows between clip starts
+    own = 1 + (length - window) // shift  # frames lying wholly inside one clip
+    rows = torch.arange(len(clips))[:, None] * per_clip + torch.arange(own)  # (S, own)
+    return torch.stack([_finish_fbank(mel[r].T, config) for r in rows])
+
+
+def _kaldi_fbank(wave: torch.Tensor, config: AudioConfig) -> torch.Tensor:
+    """(N,) samples -> (frames, mel_bins) log-mel fbank with ImageBind's settings."""
+    return torchaudio.compliance.kaldi.fbank(
         wave.unsqueeze(0), htk_compat=True, sample_frequency=config.sample_rate, use_energy=False,
         window_type="hanning", num_mel_bins=config.num_mel_bins, dither=0.0,
         frame_length=FRAME_LENGTH_MS, frame_shift=FRAME_SHIFT_MS,
-    ).T  # (mel_bins, frames)
+    )
+
+
+def _finish_fbank(mel: torch.Tensor, config: AudioConfig) -> torch.Tensor:
+    """(mel_bins, frames) -> padded or cut to target_length, normalised: (1, mel_bins, target_length)."""
     missing = config.target_length - mel.shape[1]
     mel = torch.nn.functional.pad(mel, (0, missing)) if missing > 0 else mel[:, : config.target_length]
-    return ((mel - config.fbank_mean) / config.fbank_std).unsqueeze(0)  # (1, mel_bins, target_length)
+    return ((mel - config.fbank_mean) / config.fbank_std).unsqueeze(0)
 
 
 def load_clips(container, stream, options: LoadOptions, deadline: Deadline,
@@ -106,7 +139,7 @@ def _finish(clips, starts, duration, options: LoadOptions, config: AudioConfig) 
     waveforms = torch.zeros(len(clips), length)
     for i, clip in enumerate(clips):
         waveforms[i, : min(length, clip.numel())] = clip[:length]
-    fbank = torch.stack([fbank_clip(c, config) for c in clips])  # (S, 1, mel_bins, target_length)
+    fbank = fbank_clips(clips, config)  # (S, 1, mel_bins, target_length)
     silent = float(waveforms.abs().max()) < SILENCE_PEAK
     notes = []
     if silent:
@@ -159,8 +192,16 @@ def _align(samples: np.ndarray, first_index: int, native: int, rate: int) -> tup
 def _resample(samples: np.ndarray, first_index: int, native: int, rate: int) -> torch.Tensor:
     wave = torch.from_numpy(samples)
     if native != rate and wave.numel():
-        wave = torchaudio.functional.resample(wave, orig_freq=native, new_freq=rate)
+        wave = _resampler(native, rate)(wave)
     return wave
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(native: int, rate: int) -> torchaudio.transforms.Resample:
+    """``torchaudio.functional.resample``'s filter, built once per rate pair (a long video's
+    clips are resampled piece by piece; the filter is the same each time). Built in float32,
+    as the function builds it for float32 input: the samples come out bit for bit the same."""
+    return torchaudio.transforms.Resample(orig_freq=native, new_freq=rate, dtype=torch.float32)
 
 
 def _stream_duration(container, stream) -> float | None:
@@ -198,9 +239,9 @@ def _decode_range(container, stream, t0: float | None, t1: float | None, deadlin
             break
     if not chunks:
         return np.zeros(0, np.float32), 0, native or stream.rate or AUDIO.sample_rate
-    if len({c.shape[0] for c in chunks}) > 1:  # the channel layout changed mid-stream
-        chunks = [c.mean(axis=0, keepdims=True) for c in chunks]
-    planes = np.concatenate(chunks, axis=1)  # (channels, samples)
+    if len({len(c) for c in chunks}) > 1:  # the channel layout changed mid-stream
+        chunks = [[np.stack(c).mean(axis=0)] for c in chunks]
+    planes = np.stack([np.concatenate(channel) for channel in zip(*chunks, strict=True)])  # (channels, samples)
     # The original ran Kaldi fbank on channel 0 of the file; averaging keeps both sides of a
     # stereo mix and equals channel 0 whenever the channels are the same.
     mono = planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32)
@@ -225,8 +266,15 @@ def _audio_frames(container, stream, deadline: Deadline):
 _SCALE = {"s16": 32768.0, "s32": 2147483648.0, "u8": 128.0, "s64": 9.223372036854776e18}
 
 
-def _planes(frame: av.AudioFrame) -> np.ndarray:
-    """A decoded frame as (channels, samples) float32 in [-1, 1]; averaging waits for the end."""
+def _planes(frame: av.AudioFrame) -> list[np.ndarray]:
+    """A decoded frame as one float32 array in [-1, 1] per channel; averaging waits for the end."""
+    if frame.format.name == "fltp":  # AAC's output: views of the planes, joined once per channel at the end
+        return [np.frombuffer(p, np.float32, frame.samples) for p in frame.planes]
+    return list(_channels_via_ndarray(frame))
+
+
+def _channels_via_ndarray(frame: av.AudioFrame) -> np.ndarray:
+    """Other sample formats through ``to_ndarray``: (channels, samples) float32."""
     arr = frame.to_ndarray()
     if not frame.format.is_planar:
         arr = arr.reshape(-1, len(frame.layout.channels)).T  # (channels, samples)

@@ -65,6 +65,24 @@ def test_fbank_of_a_tone_matches_torchaudio_called_directly(tmp_path):
     assert int(energy.argmax()) < 40 and float(energy[100]) < float(energy.max()) - 1
 
 
+@pytest.mark.parametrize("lengths", [[32000] * 8, [32000, 32000, 20000], [32000], [32010, 32010]])
+def test_fbank_of_several_clips_in_one_call_equals_one_call_per_clip(lengths):
+    # Equal lengths on the frame-shift grid go through one Kaldi call; others one call each.
+    torch.manual_seed(0)
+    clips = [torch.randn(n) * 0.1 + 0.05 * i for i, n in enumerate(lengths)]  # distinct means
+    joined = media_audio.fbank_clips(clips)
+    one_by_one = torch.stack([media_audio.fbank_clip(c) for c in clips])
+    assert joined.shape == (len(lengths), 1, 128, 204)
+    assert torch.equal(joined, one_by_one)
+
+
+def test_cached_resampler_gives_torchaudio_functional_resample_exactly():
+    wave = torch.randn(44100 * 2)
+    for native in (44100, 48000, 8000):
+        expected = torchaudio.functional.resample(wave, orig_freq=native, new_freq=16000)
+        assert torch.equal(media_audio._resample(wave.numpy(), 0, native, 16000), expected)
+
+
 def test_fbank_size_follows_the_options(tmp_path):
     """A smaller audio encoder (the tiny preset: 32 mel bins x 44 frames) gets its own size."""
     path = mf.audio(tmp_path / "tone.wav", freq=440, duration=3.0, rate=16000)

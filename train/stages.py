@@ -2,7 +2,9 @@
 
 * Stage 0 (toy models only) stands in for EVA-CLIP / BLIP-2 / ImageBind pre-training: the
   vision encoder + image Q-Former and the audio encoder learn, CLIP-style (InfoNCE), to match
-  text descriptions read by a small n-gram text tower. Afterwards they are frozen.
+  text descriptions read by a small n-gram text tower; with a word list, the image side also
+  learns, as BLIP-2's image-grounded generation, to let a small decoder write each frame's
+  description from the query outputs. Afterwards they are frozen.
 * Stage 1 (caption pre-training): ``[BOS] + media tokens + caption + end``, loss on the
   caption tokens only.
 * Stage 2 (instruction tuning): the chat prompt exactly as inference builds it, with media

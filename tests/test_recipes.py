@@ -141,10 +141,26 @@ def test_caption_decoder_reads_its_answer_from_the_queries():
     assert right < 0.05 and swapped > 10 * right
 
 
-def test_toy_stage0_adds_the_caption_loss_and_paper_stages_do_not():
-    assert get_recipe("toy-world").stages[0].caption_weight > 0
-    assert get_recipe("toy-world", quick=True).stages[0].caption_weight > 0
-    assert all(s.caption_weight == 0 for name in PAPER_STAGES for s in get_recipe(name).stages)
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_stage0_writes_frame_captions_only_when_weighted(tmp_path, monkeypatch, weight):
+    import dataclasses
+
+    from train.toy_data import render_pool
+    from train.toy_pipeline import run_stage0
+    from train.trainer import make_accelerator
+
+    recipe = get_recipe("toy-world", quick=True)
+    cfg = VideoLlamaConfig.from_dict(recipe.model)
+    spec = recipe.stages[0]
+    spec = dataclasses.replace(spec, caption_weight=weight,
+                               train=dataclasses.replace(spec.train, max_steps=2, save_every=2, log_every=1))
+    calls, real = [], stages.CaptionDecoder.loss
+    monkeypatch.setattr(stages.CaptionDecoder, "loss", lambda self, q, t: calls.append((q.shape, len(t))) or real(self, q, t))
+    model = build_model(cfg, device="cpu", with_llm=False)
+    run_stage0(model, render_pool(cfg, 4, 1), spec, tmp_path, make_accelerator(spec.train), False)
+    batch = spec.train.batch_size
+    expected = [((batch, cfg.image_qformer.num_queries, cfg.image_qformer.hidden_size), batch)] * 2
+    assert calls == (expected if weight else [])
 
 
 @pytest.mark.slow

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stage's adapters), e.g. from `launch.py convert`")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="paper recipes: folder holding the original datasets")
+    parser.add_argument("--caption-loss", type=float, default=0.0, metavar="W",
+                        help="toy-world stage 0: add BLIP-2-style frame-caption generation with weight W "
+                             "(default 0, as the bundled model was trained; see checkpoints/toy-world/README.md)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
 
@@ -35,6 +38,10 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = get_recipe(args.recipe, quick=args.quick, preset=args.preset)
+    if args.caption_loss:
+        if args.recipe != "toy-world":
+            raise SystemExit("--caption-loss applies to the toy-world recipe's stage 0 only")
+        recipe.stages[0].caption_weight = args.caption_loss
     out = args.out or Path("runs") / recipe.name
     _refuse_to_mix(out, args.resume)
     if args.recipe == "toy-world":

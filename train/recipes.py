@@ -109,7 +109,7 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
                          weight_decay=0.05, log_every=5, save_every=50)
         s2 = TrainConfig(max_steps=350, batch_size=16, lr=1.5e-3, min_lr=5e-5, warmup_steps=15,
                          weight_decay=0.05, log_every=5, save_every=50)
-    return [StageSpec("stage0", "contrastive", both, s0, caption_weight=1.0), StageSpec("stage1", "caption", both, s1),
+    return [StageSpec("stage0", "contrastive", both, s0), StageSpec("stage1", "caption", both, s1),
             StageSpec("stage2", "instruct", both, s2, max_turns=4)]
 
 

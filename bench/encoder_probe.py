@@ -125,7 +125,6 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=600)
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     model = load_model(args.model, branches=["vision"], device="cpu")
     t0 = time.time()
     pool = render_pool(model.config, args.clips, PROBE_SEED)

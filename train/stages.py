@@ -137,8 +137,8 @@ class CaptionDecoder(nn.Module):
 
     def ids(self, texts: list[str]) -> torch.Tensor:
         """(B, L) word ids: <bos> words <eos>, right-padded with <pad> (0), cut at max_len."""
-        unk = self.index["<unk>"]
-        rows = [[1] + [self.index.get(w, unk) for w in caption_words(t)][: self.max_len - 1] + [2] for t in texts]
+        bos, eos, unk = (self.index[w] for w in ("<bos>", "<eos>", "<unk>"))
+        rows = [[bos] + [self.index.get(w, unk) for w in caption_words(t)][: self.max_len - 1] + [eos] for t in texts]
         out = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
         for i, r in enumerate(rows):
             out[i, : len(r)] = torch.tensor(r)

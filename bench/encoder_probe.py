@@ -100,7 +100,7 @@ def fit_and_score(feats: torch.Tensor, items: list, train_clips: int, steps: int
     probe = Probe(feats.shape[-1])
     opt = torch.optim.AdamW(probe.parameters(), lr=3e-3, weight_decay=1e-4)
     rows = is_train.nonzero()[:, 0]
-    for step in range(steps):
+    for _ in range(steps):
         batch = rows[torch.randint(len(rows), (512,))]
         loss = F.cross_entropy(probe(tokens[batch], question[batch]), answer[batch])
         opt.zero_grad()

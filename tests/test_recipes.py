@@ -155,7 +155,12 @@ def test_stage0_writes_frame_captions_only_when_weighted(tmp_path, monkeypatch, 
     spec = dataclasses.replace(spec, caption_weight=weight,
                                train=dataclasses.replace(spec.train, max_steps=2, save_every=2, log_every=1))
     calls, real = [], stages.CaptionDecoder.loss
-    monkeypatch.setattr(stages.CaptionDecoder, "loss", lambda self, q, t: calls.append((q.shape, len(t))) or real(self, q, t))
+
+    def counted(self, queries, texts):
+        calls.append((queries.shape, len(texts)))
+        return real(self, queries, texts)
+
+    monkeypatch.setattr(stages.CaptionDecoder, "loss", counted)
     model = build_model(cfg, device="cpu", with_llm=False)
     run_stage0(model, render_pool(cfg, 4, 1), spec, tmp_path, make_accelerator(spec.train), False)
     batch = spec.train.batch_size

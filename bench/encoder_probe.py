@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.checkpoint import load_model  # noqa: E402
-from model.media_common import normalise  # noqa: E402
 from train.toy_data import render_pool  # noqa: E402
+from train.toy_pipeline import precompute  # noqa: E402
 from train.world import COLOURS, SHAPES  # noqa: E402
 
 PROBE_SEED = 23  # a render seed no training recipe uses
@@ -77,18 +77,6 @@ class Probe(nn.Module):
         return self.out(pooled[:, 0] + q[:, 0])  # (B, answers)
 
 
-@torch.no_grad()
-def frame_features(model, frames: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-    """uint8 frames (N, T, S, S, 3) -> image-query features (N, T, Qi, H), float32."""
-    out = []
-    for i in range(0, frames.shape[0], chunk):
-        part = frames[i:i + chunk]
-        b, T = part.shape[:2]
-        x = normalise(part.flatten(0, 1).numpy()).view(b, T, 3, *part.shape[2:4])  # (b, T, 3, S, S)
-        out.append(model.encode_frames(x).float().cpu())
-    return torch.cat(out)
-
-
 def fit_and_score(feats: torch.Tensor, items: list, train_clips: int, steps: int, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     clip, frame, kind, value, answer, nobj = (list(col) for col in zip(*items, strict=True))
@@ -125,10 +113,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=600)
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()
-    model = load_model(args.model, branches=["vision"], device="cpu")
+    model = load_model(args.model, device="cpu")
     t0 = time.time()
     pool = render_pool(model.config, args.clips, PROBE_SEED)
-    feats = frame_features(model, pool.frames)  # (N, T, Qi, H)
+    feats = precompute(model, pool)["video"].float()  # (N, T, Qi, H), what stages 1 and 2 train on
     items = probe_items(pool.frame_objs)
     print(f"{args.model}: {args.clips} clips x {feats.shape[1]} frames encoded in {time.time() - t0:.0f} s; "
           f"{len(items)} questions, probe trained on the first {int(0.8 * args.clips)} clips")

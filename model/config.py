@@ -35,6 +35,10 @@ class VisionConfig:
     mlp_dim: int = 6144  # int(1408 * 4.3637)
     norm_eps: float = 1e-6  # pre-norm LayerNorms inside the blocks
     ln_vision_eps: float = 1e-5  # the LayerNorm BLIP-2 puts after the ViT
+    # Channels of an optional convolutional stem before the patch embedding; EVA has none.
+    # Each entry is a 3x3 conv + GELU, the last one with stride 2, so the patch embedding then
+    # steps patch_size / 2 pixels. Only the small models trained here use it (see model/vision.py).
+    stem_channels: tuple[int, ...] = ()
 
     @property
     def num_patches(self) -> int:
@@ -185,6 +189,9 @@ class VideoLlamaConfig:
         if teacher is not None and teacher.image_size % teacher.patch_size:
             raise ValueError(f"audio_visual_teacher.image_size {teacher.image_size} is not a multiple of "
                              f"audio_visual_teacher.patch_size {teacher.patch_size}")
+        if self.vision.stem_channels and self.vision.patch_size % 2:
+            raise ValueError(f"vision.stem_channels needs an even vision.patch_size (the stem halves the "
+                             f"resolution), got {self.vision.patch_size}")
         if self.vision.image_size % self.vision.patch_size:
             raise ValueError(f"vision.image_size {self.vision.image_size} is not a multiple of "
                              f"vision.patch_size {self.vision.patch_size}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,3 +88,45 @@ def test_wrong_image_size_is_a_clear_error():
     vit = EvaViT(VideoLlamaConfig.from_name("tiny").vision)
     with pytest.raises(ValueError, match=r"expects images \(N, 3, 28, 28\)"):
         vit(torch.randn(1, 3, 32, 32))
+
+
+def stem_config(channels=(4, 6)) -> VisionConfig:
+    return VisionConfig(image_size=28, patch_size=14, width=40, depth=2, num_heads=4, mlp_dim=37,
+                        stem_channels=tuple(channels))
+
+
+def test_conv_stem_matches_reference_and_keeps_the_patch_grid():
+    cfg = stem_config()
+    vit = EvaViT(cfg).eval()
+    s = vit.state_dict()
+    assert s["stem.0.weight"].shape == (4, 3, 3, 3) and s["stem.2.weight"].shape == (6, 4, 3, 3)
+    step = cfg.patch_size // 2
+    assert s["patch_embed.weight"].shape == (cfg.width, 6, step, step)
+    images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    # reference: 3x3 conv at stride 1, then 3x3 conv at stride 2, then patch_size/2 patches
+    h = F.gelu(F.conv2d(images, s["stem.0.weight"], s["stem.0.bias"], padding=1))
+    h = F.gelu(F.conv2d(h, s["stem.2.weight"], s["stem.2.bias"], stride=2, padding=1))
+    patches = F.conv2d(h, s["patch_embed.weight"], s["patch_embed.bias"], stride=step)  # (N, W, h, w)
+    with torch.no_grad():
+        got = vit(images)
+        vit.blocks = torch.nn.ModuleList()  # trunk output before any block = embedded patches + positions
+        tokens = vit(images)
+    assert got.shape == (2, 1 + cfg.num_patches, cfg.width)
+    want = patches.flatten(2).transpose(1, 2) + s["pos_embed"][:, 1:]
+    torch.testing.assert_close(tokens[:, 1:], want, rtol=1e-5, atol=1e-5)
+
+
+def test_no_stem_adds_no_keys_and_stem_survives_a_config_round_trip():
+    plain = EvaViT(VideoLlamaConfig.from_name("tiny").vision).state_dict()
+    assert not any(k.startswith("stem.") for k in plain)
+    tiny = VideoLlamaConfig.from_name("tiny").to_dict()
+    tiny["vision"].update(patch_size=14, stem_channels=[4, 6])
+    again = VideoLlamaConfig.from_dict(json.loads(json.dumps(VideoLlamaConfig.from_dict(tiny).to_dict())))
+    assert EvaViT(again.vision).state_dict()["patch_embed.weight"].shape[1] == 6
+
+
+def test_stem_with_odd_patch_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="even vision.patch_size"):
+        tiny = VideoLlamaConfig.from_name("tiny").to_dict()
+        tiny["vision"]["stem_channels"] = [4]  # tiny's patch_size is 7
+        VideoLlamaConfig.from_dict(tiny)

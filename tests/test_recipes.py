@@ -141,8 +141,43 @@ def test_caption_decoder_reads_its_answer_from_the_queries():
     assert right < 0.05 and swapped > 10 * right
 
 
+def test_attribute_targets_mark_each_pair_and_its_place():
+    from train.world import COLOURS, SHAPES
+
+    head = stages.AttributeHead(16, SHAPES, COLOURS, bins=5)
+    frames = [[("small", COLOURS[0], "star", 1, 2)], [],
+              [("large", COLOURS[1], "circle", 4, 0), ("small", COLOURS[2], "square", 0, 3)]]
+    present, bins = head.targets(frames)
+    assert present.shape == (3, len(SHAPES) * len(COLOURS))
+    assert present.sum(1).tolist() == [1, 0, 2]
+    star, circle = head.pairs[("star", COLOURS[0])], head.pairs[("circle", COLOURS[1])]
+    assert present[0, star] == 1 and present[2, circle] == 1 and present[2, star] == 0
+    assert bins[0, star].tolist() == [1, 2] and bins[2, circle].tolist() == [4, 0]
+    assert (bins[1] == stages.IGNORE).all() and (bins[0, circle] == stages.IGNORE).all()
+
+
+def test_attribute_head_reads_the_pairs_from_the_queries():
+    """Fitted on two frames' queries, it names each frame's shapes from its own queries only."""
+    from train.world import COLOURS, SHAPES
+
+    torch.manual_seed(0)
+    head = stages.AttributeHead(32, SHAPES, COLOURS, bins=5)
+    frames = [[("small", COLOURS[0], "star", 1, 2)], [("large", COLOURS[3], "circle", 4, 0)]]
+    queries = torch.randn(2, 4, 32)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = head.loss(queries, frames)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        right, swapped = head.loss(queries, frames), head.loss(queries[[1, 0]], frames)
+    assert right < 0.05 and swapped > 10 * right
+
+
+@pytest.mark.parametrize("loss", ["caption", "attribute"])
 @pytest.mark.parametrize("weight", [0.0, 0.5])
-def test_stage0_writes_frame_captions_only_when_weighted(tmp_path, monkeypatch, weight):
+def test_stage0_adds_an_extra_loss_only_when_weighted(tmp_path, monkeypatch, loss, weight):
     import dataclasses
 
     from train.toy_data import render_pool
@@ -152,20 +187,27 @@ def test_stage0_writes_frame_captions_only_when_weighted(tmp_path, monkeypatch, 
     recipe = get_recipe("toy-world", quick=True)
     cfg = VideoLlamaConfig.from_dict(recipe.model)
     spec = recipe.stages[0]
-    spec = dataclasses.replace(spec, caption_weight=weight,
+    weights = {"caption_weight": 0.0, "attribute_weight": 0.0, f"{loss}_weight": weight}
+    spec = dataclasses.replace(spec, **weights,
                                train=dataclasses.replace(spec.train, max_steps=2, save_every=2, log_every=1))
-    calls, real = [], stages.CaptionDecoder.loss
+    cls = stages.CaptionDecoder if loss == "caption" else stages.AttributeHead
+    calls, real = [], cls.loss
 
-    def counted(self, queries, texts):
-        calls.append((queries.shape, len(texts)))
-        return real(self, queries, texts)
+    def counted(self, queries, labels):
+        calls.append((queries.shape, len(labels)))
+        return real(self, queries, labels)
 
-    monkeypatch.setattr(stages.CaptionDecoder, "loss", counted)
+    monkeypatch.setattr(cls, "loss", counted)
     model = build_model(cfg, device="cpu", with_llm=False)
     run_stage0(model, render_pool(cfg, 4, 1), spec, tmp_path, make_accelerator(spec.train), False)
     batch = spec.train.batch_size
     expected = [((batch, cfg.image_qformer.num_queries, cfg.image_qformer.hidden_size), batch)] * 2
     assert calls == (expected if weight else [])
+
+
+def test_toy_world_recipe_pre_trains_on_attribute_labels():
+    assert get_recipe("toy-world").stages[0].attribute_weight > 0
+    assert get_recipe("toy-world", quick=True).stages[0].attribute_weight > 0
 
 
 @pytest.mark.slow

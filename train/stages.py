@@ -4,7 +4,8 @@
   vision encoder + image Q-Former and the audio encoder learn, CLIP-style (InfoNCE), to match
   text descriptions read by a small n-gram text tower; with a word list, the image side also
   learns, as BLIP-2's image-grounded generation, to let a small decoder write each frame's
-  description from the query outputs. Afterwards they are frozen.
+  description from the query outputs; and, with attribute labels, to say which shape of which
+  colour is where in the frame (``AttributeHead``). Afterwards they are frozen.
 * Stage 1 (caption pre-training): ``[BOS] + media tokens + caption + end``, loss on the
   caption tokens only.
 * Stage 2 (instruction tuning): the chat prompt exactly as inference builds it, with media
@@ -155,11 +156,57 @@ class CaptionDecoder(nn.Module):
         return F.cross_entropy(self.out(h).flatten(0, 1), target.flatten(), ignore_index=0)
 
 
+class AttributeHead(nn.Module):
+    """Supervised stand-in for the labelled images a real image encoder is pre-trained on.
+
+    One learned query per (shape, colour) pair attends over a frame's image-query outputs and
+    says whether such a shape is in the frame and, if so, in which position bin along x and y.
+    Contrast alone left shape nearly undecodable from the frozen features (``bench/encoder_probe.py``);
+    naming each pair forces the queries to bind shape, colour and place together, which is what
+    the chat questions ask ("What colour is the star?", "Where does the red circle go?").
+    """
+
+    def __init__(self, width: int, shapes: tuple[str, ...], colours: tuple[str, ...], bins: int,
+                 heads: int = 4) -> None:
+        super().__init__()
+        self.pairs = {(k, c): i for i, (k, c) in enumerate((k, c) for k in shapes for c in colours)}
+        self.bins = bins
+        self.query = nn.Parameter(torch.randn(len(self.pairs), width) * 0.02)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, 1 + 2 * bins)  # presence logit, x-bin logits, y-bin logits
+
+    def targets(self, frame_objs: list[list[tuple]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """present (B, K) in {0, 1}; bins (B, K, 2) position bins, -100 where absent."""
+        present = torch.zeros(len(frame_objs), len(self.pairs))
+        bins = torch.full((len(frame_objs), len(self.pairs), 2), IGNORE, dtype=torch.long)
+        for b, objs in enumerate(frame_objs):
+            for _, colour, shape, x, y in objs:
+                k = self.pairs[(shape, colour)]
+                present[b, k] = 1.0
+                bins[b, k] = torch.tensor([x, y])  # a repeated pair keeps its last position
+        return present, bins
+
+    def loss(self, feats: torch.Tensor, frame_objs: list[list[tuple]]) -> torch.Tensor:
+        """feats (B, Qi, H) image-query outputs of the frames whose objects are ``frame_objs``."""
+        present, bins = (t.to(feats.device) for t in self.targets(frame_objs))
+        kv = self.norm(feats)
+        q = self.query[None].expand(feats.shape[0], -1, -1)  # (B, K, H)
+        pooled, _ = self.attn(q, kv, kv)  # (B, K, H)
+        logits = self.out(pooled + q)  # (B, K, 1 + 2*bins)
+        lp = F.binary_cross_entropy_with_logits(logits[..., 0], present)
+        xy = logits[..., 1:].reshape(*logits.shape[:2], 2, self.bins)  # (B, K, 2, bins)
+        if (bins != IGNORE).any():
+            lp = lp + F.cross_entropy(xy.flatten(0, 2), bins.flatten(), ignore_index=IGNORE)
+        return lp
+
+
 class ContrastiveHeads(nn.Module):
     """Stage-0 extras that are thrown away afterwards: text towers, pooling heads, temperatures,
-    and (given a word list) the frame-caption decoder."""
+    and, when asked for, the frame-caption decoder and the attribute head."""
 
-    def __init__(self, image_width: int, audio_width: int, dim: int = 128, vocab: list[str] | None = None) -> None:
+    def __init__(self, image_width: int, audio_width: int, dim: int = 128, vocab: list[str] | None = None,
+                 attributes: AttributeHead | None = None) -> None:
         super().__init__()
         self.image_text = TextTower(dim)
         self.audio_text = TextTower(dim)
@@ -168,6 +215,7 @@ class ContrastiveHeads(nn.Module):
         self.image_scale = nn.Parameter(torch.tensor(2.66))  # log(1/0.07), as CLIP starts
         self.audio_scale = nn.Parameter(torch.tensor(2.66))
         self.caption = CaptionDecoder(vocab, image_width) if vocab else None
+        self.attributes = attributes
 
 
 def image_text_loss(model, heads: ContrastiveHeads, frames: torch.Tensor, texts: list[str]) -> torch.Tensor:

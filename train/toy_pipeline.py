@@ -19,8 +19,9 @@ from model.media_common import normalise
 from model.video_llama import build_model
 from train import stages
 from train.recipes import Recipe, StageSpec
-from train.toy_data import Pool, corrupt_objects, describe_objects, render_pool
+from train.toy_data import POSITION_BINS, Pool, corrupt_objects, describe_objects, render_pool
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
+from train.world import COLOURS, SHAPES
 
 FEATURES_FILE = "features.pt"
 IMAGES_PER_CLIP = 4  # stage 0 takes several frames of one clip so position must be encoded
@@ -56,18 +57,19 @@ def _stage0_params(model, heads) -> list:
 def _image_batch(pool: Pool, g: torch.Generator, batch: int):
     clips = torch.randint(len(pool.scenes), (batch // IMAGES_PER_CLIP,), generator=g)
     T = pool.frames.shape[1]
-    images, texts, hard = [], [], []
+    images, texts, hard, objs = [], [], [], []
     rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=g)))
     for c in clips.tolist():
         for t in torch.randperm(T, generator=g)[:IMAGES_PER_CLIP].tolist():
             images.append(pool.frames[c, t])
             texts.append(pool.frame_texts[c][t])
+            objs.append(pool.frame_objs[c][t])
             hard += [describe_objects(corrupt_objects(pool.frame_objs[c][t], rng)) for _ in range(HARD_NEGATIVES)]
     x = normalise(torch.stack(images).numpy())  # (B, 3, S, S)
     # Mild global colour jitter so colour names survive other renderers and codecs.
     gain = 1 + 0.15 * (torch.rand(x.shape[0], 3, 1, 1, generator=g) - 0.5)
     shift = 0.2 * (torch.rand(x.shape[0], 3, 1, 1, generator=g) - 0.5)
-    return x * gain + shift, texts, hard
+    return x * gain + shift, texts, hard, objs
 
 
 def _audio_batch(pool: Pool, g: torch.Generator, batch: int):
@@ -94,8 +96,9 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
     vocab = None
     if spec.caption_weight:
         vocab = sorted({w for texts in pool.frame_texts for t in texts for w in stages.caption_words(t)})
-    heads = stages.ContrastiveHeads(model.config.image_qformer.hidden_size, model.config.audio.out_dim,
-                                    vocab=vocab)
+    width = model.config.image_qformer.hidden_size
+    attributes = stages.AttributeHead(width, SHAPES, COLOURS, POSITION_BINS) if spec.attribute_weight else None
+    heads = stages.ContrastiveHeads(width, model.config.audio.out_dim, vocab=vocab, attributes=attributes)
     # Start the ViT's learned position embedding from 2-D sine-cosine codes: from the tiny
     # random init, 1000 contrastive steps left positions (hence motion) barely decodable.
     vcfg = model.config.vision
@@ -113,7 +116,7 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
         return _image_batch(pool, g, cfg.batch_size), _audio_batch(pool, g, cfg.batch_size)
 
     def loss_fn(batch):
-        (images, itexts, hard), (fbank, stexts) = batch
+        (images, itexts, hard, objs), (fbank, stexts) = batch
         tokens = model.ln_vision(model.vision_encoder(images.to(acc.device)))  # (B, 1+P, W)
         feats = model.image_qformer(tokens)  # (B, Qi, H)
         li = stages.info_nce(heads.image_head(feats.mean(1)), heads.image_text(itexts), itexts,
@@ -121,6 +124,8 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
         la = stages.audio_text_loss(model, heads, fbank.to(acc.device), stexts)
         if heads.caption is not None:  # BLIP-2's image-grounded generation, beside the contrast
             li = li + spec.caption_weight * heads.caption.loss(feats, itexts)
+        if heads.attributes is not None:  # labelled-image pre-training: which shape, which colour, where
+            li = li + spec.attribute_weight * heads.attributes.loss(feats, objs)
         return li + la, len(itexts)
 
     _run_stage(spec, params, loss_fn, batch_fn, out, acc, resume, lambda d: save_folder(model, d))

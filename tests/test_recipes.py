@@ -141,22 +141,27 @@ def test_caption_decoder_reads_its_answer_from_the_queries():
     assert right < 0.05 and swapped > 10 * right
 
 
-def test_attribute_targets_mark_each_pair_and_its_place():
+def test_attribute_targets_ask_only_questions_with_one_answer():
     from train.world import COLOURS, SHAPES
 
     head = stages.AttributeHead(16, SHAPES, COLOURS, bins=5)
-    frames = [[("small", COLOURS[0], "star", 1, 2)], [],
-              [("large", COLOURS[1], "circle", 4, 0), ("small", COLOURS[2], "square", 0, 3)]]
-    present, bins = head.targets(frames)
-    assert present.shape == (3, len(SHAPES) * len(COLOURS))
-    assert present.sum(1).tolist() == [1, 0, 2]
-    star, circle = head.pairs[("star", COLOURS[0])], head.pairs[("circle", COLOURS[1])]
-    assert present[0, star] == 1 and present[2, circle] == 1 and present[2, star] == 0
-    assert bins[0, star].tolist() == [1, 2] and bins[2, circle].tolist() == [4, 0]
-    assert (bins[1] == stages.IGNORE).all() and (bins[0, circle] == stages.IGNORE).all()
+    red, blue, green = COLOURS[0], COLOURS[1], COLOURS[2]
+    frames = [[("small", red, "star", 1, 2)], [],
+              [("large", blue, "circle", 4, 0), ("small", green, "circle", 0, 3), ("small", blue, "square", 2, 2)]]
+    t = head.targets(frames)
+    C = len(COLOURS)
+    ci, ki = COLOURS.index, SHAPES.index
+    assert t["present"].sum(1).tolist() == [2, 0, 4]  # frame 2: blue, green, circle, square
+    assert t["shape_of_colour"][0, ci(red)] == ki("star") and t["place_of_colour"][0, ci(red)].tolist() == [1, 2]
+    assert t["colour_of_shape"][0, ki("star")] == ci(red)
+    assert t["present"][2, C + ki("circle")] == 1 and t["present"][2, C + ki("star")] == 0
+    assert t["colour_of_shape"][2, ki("circle")] == stages.IGNORE  # two circles: no single colour
+    assert t["shape_of_colour"][2, ci(blue)] == stages.IGNORE  # two blue shapes
+    assert t["shape_of_colour"][2, ci(green)] == ki("circle") and t["colour_of_shape"][2, ki("square")] == ci(blue)
+    assert all((v[1] == stages.IGNORE).all() for k, v in t.items() if k != "present")
 
 
-def test_attribute_head_reads_the_pairs_from_the_queries():
+def test_attribute_head_reads_the_attributes_from_the_queries():
     """Fitted on two frames' queries, it names each frame's shapes from its own queries only."""
     from train.world import COLOURS, SHAPES
 
@@ -203,11 +208,6 @@ def test_stage0_adds_an_extra_loss_only_when_weighted(tmp_path, monkeypatch, los
     batch = spec.train.batch_size
     expected = [((batch, cfg.image_qformer.num_queries, cfg.image_qformer.hidden_size), batch)] * 2
     assert calls == (expected if weight else [])
-
-
-def test_toy_world_recipe_pre_trains_on_attribute_labels():
-    assert get_recipe("toy-world").stages[0].attribute_weight > 0
-    assert get_recipe("toy-world", quick=True).stages[0].attribute_weight > 0
 
 
 @pytest.mark.slow

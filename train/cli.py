@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--caption-loss", type=float, default=0.0, metavar="W",
                         help="toy-world stage 0: add BLIP-2-style frame-caption generation with weight W "
                              "(default 0, as the bundled model was trained; see checkpoints/toy-world/README.md)")
-    parser.add_argument("--attribute-loss", type=float, default=None, metavar="W",
-                        help="toy-world stage 0: weight of the supervised (shape, colour, place) label loss "
-                             "(default: the recipe's, 1; 0 turns it off)")
+    parser.add_argument("--attribute-loss", type=float, default=0.0, metavar="W",
+                        help="toy-world stage 0: add supervised (shape, colour, place) questions about each "
+                             "frame with weight W (default 0, as the bundled model was trained)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
 
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         if args.recipe != "toy-world":
             raise SystemExit("--caption-loss applies to the toy-world recipe's stage 0 only")
         recipe.stages[0].caption_weight = args.caption_loss
-    if args.attribute_loss is not None:
+    if args.attribute_loss:
         if args.recipe != "toy-world":
             raise SystemExit("--attribute-loss applies to the toy-world recipe's stage 0 only")
         recipe.stages[0].attribute_weight = args.attribute_loss

@@ -78,8 +78,7 @@ PAPER_STAGES = {
 # Same module graph as the full model, small widths; the LLM is frozen SmolLM2-135M-Instruct.
 TOY_WORLD_MODEL = {
     "name": "toy-world",
-    "vision": dict(image_size=112, patch_size=14, width=128, depth=3, num_heads=4, mlp_dim=384,
-                   stem_channels=(16, 32)),
+    "vision": dict(image_size=112, patch_size=14, width=128, depth=3, num_heads=4, mlp_dim=384),
     "image_qformer": dict(num_queries=8, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
                           encoder_width=128, cross_attention_freq=1),
     "video_qformer": dict(num_queries=16, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
@@ -111,7 +110,7 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
                          weight_decay=0.05, log_every=5, save_every=50)
         s2 = TrainConfig(max_steps=350, batch_size=16, lr=1.5e-3, min_lr=5e-5, warmup_steps=15,
                          weight_decay=0.05, log_every=5, save_every=50)
-    return [StageSpec("stage0", "contrastive", both, s0, attribute_weight=1.0),
+    return [StageSpec("stage0", "contrastive", both, s0),
             StageSpec("stage1", "caption", both, s1),
             StageSpec("stage2", "instruct", both, s2, max_turns=4)]
 

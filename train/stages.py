@@ -159,46 +159,68 @@ class CaptionDecoder(nn.Module):
 class AttributeHead(nn.Module):
     """Supervised stand-in for the labelled images a real image encoder is pre-trained on.
 
-    One learned query per (shape, colour) pair attends over a frame's image-query outputs and
-    says whether such a shape is in the frame and, if so, in which position bin along x and y.
-    Contrast alone left shape nearly undecodable from the frozen features (``bench/encoder_probe.py``);
-    naming each pair forces the queries to bind shape, colour and place together, which is what
-    the chat questions ask ("What colour is the star?", "Where does the red circle go?").
+    One learned query per colour and one per shape name attend over a frame's image-query
+    outputs. A colour's query says whether that colour is in the frame, which shape wears it
+    and in which position bin along x and y; a shape's query says whether it is there and in
+    which colour. Contrast alone left shape nearly undecodable from the frozen features
+    (``bench/encoder_probe.py``); these are the probe's own questions, asked during training,
+    and what the chat questions need ("What colour is the star?", "Where does the red one go?").
+    Attributes are asked only when their answer is unique in the frame.
     """
 
     def __init__(self, width: int, shapes: tuple[str, ...], colours: tuple[str, ...], bins: int,
                  heads: int = 4) -> None:
         super().__init__()
-        self.pairs = {(k, c): i for i, (k, c) in enumerate((k, c) for k in shapes for c in colours)}
-        self.bins = bins
-        self.query = nn.Parameter(torch.randn(len(self.pairs), width) * 0.02)
+        self.shapes, self.colours, self.bins = tuple(shapes), tuple(colours), bins
+        self.query = nn.Parameter(torch.randn(len(colours) + len(shapes), width) * 0.02)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.norm = nn.LayerNorm(width)
-        self.out = nn.Linear(width, 1 + 2 * bins)  # presence logit, x-bin logits, y-bin logits
+        self.by_colour = nn.Linear(width, 1 + len(shapes) + 2 * bins)  # present, shape, x bin, y bin
+        self.by_shape = nn.Linear(width, 1 + len(colours))  # present, colour
 
-    def targets(self, frame_objs: list[list[tuple]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """present (B, K) in {0, 1}; bins (B, K, 2) position bins, -100 where absent."""
-        present = torch.zeros(len(frame_objs), len(self.pairs))
-        bins = torch.full((len(frame_objs), len(self.pairs), 2), IGNORE, dtype=torch.long)
+    def targets(self, frame_objs: list[list[tuple]]) -> dict[str, torch.Tensor]:
+        """present (B, C+S) in {0, 1}; shape_of_colour (B, C), place_of_colour (B, C, 2) and
+        colour_of_shape (B, S) class ids, IGNORE where absent or not unique."""
+        B, C, S = len(frame_objs), len(self.colours), len(self.shapes)
+        t = {"present": torch.zeros(B, C + S),
+             "shape_of_colour": torch.full((B, C), IGNORE, dtype=torch.long),
+             "place_of_colour": torch.full((B, C, 2), IGNORE, dtype=torch.long),
+             "colour_of_shape": torch.full((B, S), IGNORE, dtype=torch.long)}
         for b, objs in enumerate(frame_objs):
+            colours, shapes = [o[1] for o in objs], [o[2] for o in objs]
             for _, colour, shape, x, y in objs:
-                k = self.pairs[(shape, colour)]
-                present[b, k] = 1.0
-                bins[b, k] = torch.tensor([x, y])  # a repeated pair keeps its last position
-        return present, bins
+                c, k = self.colours.index(colour), self.shapes.index(shape)
+                t["present"][b, c] = t["present"][b, C + k] = 1.0
+                if colours.count(colour) == 1:
+                    t["shape_of_colour"][b, c] = k
+                    t["place_of_colour"][b, c] = torch.tensor([x, y])
+                if shapes.count(shape) == 1:
+                    t["colour_of_shape"][b, k] = c
+        return t
+
+    def logits(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, Qi, H) -> by colour (B, C, 1+S+2*bins), by shape (B, S, 1+C)."""
+        kv = self.norm(feats)
+        q = self.query[None].expand(feats.shape[0], -1, -1)  # (B, C+S, H)
+        pooled, _ = self.attn(q, kv, kv)
+        h = pooled + q  # (B, C+S, H)
+        C = len(self.colours)
+        return self.by_colour(h[:, :C]), self.by_shape(h[:, C:])
 
     def loss(self, feats: torch.Tensor, frame_objs: list[list[tuple]]) -> torch.Tensor:
-        """feats (B, Qi, H) image-query outputs of the frames whose objects are ``frame_objs``."""
-        present, bins = (t.to(feats.device) for t in self.targets(frame_objs))
-        kv = self.norm(feats)
-        q = self.query[None].expand(feats.shape[0], -1, -1)  # (B, K, H)
-        pooled, _ = self.attn(q, kv, kv)  # (B, K, H)
-        logits = self.out(pooled + q)  # (B, K, 1 + 2*bins)
-        lp = F.binary_cross_entropy_with_logits(logits[..., 0], present)
-        xy = logits[..., 1:].reshape(*logits.shape[:2], 2, self.bins)  # (B, K, 2, bins)
-        if (bins != IGNORE).any():
-            lp = lp + F.cross_entropy(xy.flatten(0, 2), bins.flatten(), ignore_index=IGNORE)
-        return lp
+        """Mean of the presence, shape, place and colour losses of the frames ``frame_objs`` describes."""
+        t = {k: v.to(feats.device) for k, v in self.targets(frame_objs).items()}
+        by_colour, by_shape = self.logits(feats)
+        S = len(self.shapes)
+        present = torch.cat([by_colour[..., 0], by_shape[..., 0]], dim=1)  # (B, C+S)
+        total = F.binary_cross_entropy_with_logits(present, t["present"])
+        place = by_colour[..., 1 + S:].reshape(*by_colour.shape[:2], 2, self.bins)  # (B, C, 2, bins)
+        for logits, target in ((by_colour[..., 1:1 + S], t["shape_of_colour"]), (place, t["place_of_colour"]),
+                               (by_shape[..., 1:], t["colour_of_shape"])):
+            if (target != IGNORE).any():
+                total = total + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.flatten(),
+                                                ignore_index=IGNORE)
+        return total
 
 
 class ContrastiveHeads(nn.Module):

@@ -40,6 +40,9 @@ class VisionConfig:
     # steps patch_size / 2 pixels. Only the small models trained here use it (see model/vision.py).
     stem_channels: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        self.stem_channels = tuple(self.stem_channels)  # config.json gives a list; presets compare equal
+
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2

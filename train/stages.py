@@ -208,7 +208,7 @@ class AttributeHead(nn.Module):
         return self.by_colour(h[:, :C]), self.by_shape(h[:, C:])
 
     def loss(self, feats: torch.Tensor, frame_objs: list[list[tuple]]) -> torch.Tensor:
-        """Mean of the presence, shape, place and colour losses of the frames ``frame_objs`` describes."""
+        """Sum of the presence, shape, place and colour losses of the frames ``frame_objs`` describes."""
         t = {k: v.to(feats.device) for k, v in self.targets(frame_objs).items()}
         by_colour, by_shape = self.logits(feats)
         S = len(self.shapes)

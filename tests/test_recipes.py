@@ -122,6 +122,18 @@ def test_caption_decoder_word_ids_mark_start_end_and_unknown_words():
     assert stages.CaptionDecoder(["red", "one"], 16).words == stages.CaptionDecoder(["one", "red"], 16).words
 
 
+def fit_then_swap(module, queries: torch.Tensor, labels: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit ``module.loss`` on two items; return its loss on them and with their queries swapped."""
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = module.loss(queries, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return module.loss(queries, labels), module.loss(queries[[1, 0]], labels)
+
+
 def test_caption_decoder_reads_its_answer_from_the_queries():
     """Trained on two (queries, description) pairs, it writes each description from its own
     queries only: swapped queries cost far more than the right ones."""
@@ -130,14 +142,7 @@ def test_caption_decoder_reads_its_answer_from_the_queries():
     vocab = sorted({w for t in texts for w in stages.caption_words(t)})
     dec = stages.CaptionDecoder(vocab, width=32, layers=1)
     queries = torch.randn(2, 4, 32)
-    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = dec.loss(queries, texts)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        right, swapped = dec.loss(queries, texts), dec.loss(queries[[1, 0]], texts)
+    right, swapped = fit_then_swap(dec, queries, texts)
     assert right < 0.05 and swapped > 10 * right
 
 
@@ -169,14 +174,7 @@ def test_attribute_head_reads_the_attributes_from_the_queries():
     head = stages.AttributeHead(32, SHAPES, COLOURS, bins=5)
     frames = [[("small", COLOURS[0], "star", 1, 2)], [("large", COLOURS[3], "circle", 4, 0)]]
     queries = torch.randn(2, 4, 32)
-    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = head.loss(queries, frames)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        right, swapped = head.loss(queries, frames), head.loss(queries[[1, 0]], frames)
+    right, swapped = fit_then_swap(head, queries, frames)
     assert right < 0.05 and swapped > 10 * right
 
 

@@ -1,6 +1,7 @@
 """Recipes as data, stage batching (prompts as inference builds them, supervised positions),
 and the toy-world --quick recipe end to end (slow)."""
 
+import argparse
 import json
 import os
 
@@ -14,7 +15,7 @@ from model.conversation import Attachment, Conversation, Turn, prompt_pieces, re
 from model.prompts import get_template  # noqa: E402
 from model.video_llama import build_model  # noqa: E402
 from tests.tiny import tiny_model  # noqa: E402
-from train import stages  # noqa: E402
+from train import cli, stages  # noqa: E402
 from train.recipes import PAPER_STAGES, TOY_WORLD_MODEL, get_recipe  # noqa: E402
 
 
@@ -39,6 +40,33 @@ def test_recipe_lookup_errors():
     with pytest.raises(ValueError, match="only for the toy-world"):
         get_recipe("vl-stage1", quick=True)
     assert set(PAPER_STAGES) == {"vl-stage1", "vl-stage2", "al-stage1", "al-stage2"}
+
+
+def _train_args(*argv):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_toy_stage0_options_from_the_command_line():
+    recipe = get_recipe("toy-world")
+    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world"))
+    assert recipe == get_recipe("toy-world")  # nothing given: the recipe's own settings stay
+    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stem", "8,24", "--vision-lr-scale", "5",
+                                              "--attribute-loss", "0.5", "--caption-loss", "0"))
+    stage0 = recipe.stages[0]
+    assert recipe.model["vision"]["stem_channels"] == [8, 24]
+    assert stage0.train.lr_scale == {"vision_encoder": 5.0}
+    assert (stage0.attribute_weight, stage0.caption_weight) == (0.5, 0.0)
+    assert recipe.stages[1].train.lr_scale == {}  # stage 0 only
+    assert VideoLlamaConfig.from_dict(recipe.model).vision.stem_channels == (8, 24)
+    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stem", "none"))
+    assert recipe.model["vision"]["stem_channels"] == []
+    with pytest.raises(SystemExit, match="--stem applies to the toy-world"):
+        cli.apply_toy_options(get_recipe("vl-stage1"), _train_args("--recipe", "vl-stage1", "--stem", "16"))
+    for bad in ("16,x", "0,16"):
+        with pytest.raises(SystemExit):  # argparse reports the bad value and exits
+            _train_args("--recipe", "toy-world", "--stem", bad)
 
 
 def test_toy_world_model_fits_the_size_budget_and_quick_is_smaller():

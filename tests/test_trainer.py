@@ -50,6 +50,33 @@ def test_weight_decay_only_on_matrices_not_biases_or_norms():
     assert len(decay["params"]) + len(no_decay["params"]) == len(named)
 
 
+def test_lr_scale_gives_a_module_groups_of_its_own():
+    model = tiny_model(with_llm=False)
+    named = stages.branch_parameters(model, ("video",))
+    groups = param_groups(named, 0.05, {"video_proj": 4.0})
+    names = {id(p): n for n, p in named}
+    by_group = [({names[id(p)] for p in g["params"]}, g["lr_scale"], g["weight_decay"]) for g in groups]
+    assert [(scale, wd) for _, scale, wd in by_group] == [(1.0, 0.05), (1.0, 0.0), (4.0, 0.05), (4.0, 0.0)]
+    assert by_group[2][0] == {"video_proj.weight"} and by_group[3][0] == {"video_proj.bias"}
+    assert not any(n.startswith("video_proj") for n in by_group[0][0] | by_group[1][0])
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    with pytest.raises(ValueError, match="vision_encoder"):
+        param_groups(named, 0.05, {"vision_encoder": 3.0})  # not trained in this stage: a typo or a mix-up
+
+
+def test_run_applies_the_lr_scale(tmp_path):
+    model, params, batch_fn, loss_fn = _setup()
+    before = {n: p.detach().clone() for n, p in params}
+    run("t", params, loss_fn, batch_fn, _cfg(max_steps=4, lr_scale={"video_proj": 0.0}), tmp_path,
+        lambda d: None, show_progress=False)
+    moved = {n for n, p in params if not torch.equal(p.detach(), before[n])}
+    assert moved and not any(n.startswith("video_proj") for n in moved)  # scale 0: frozen in place
+    assert "video_qformer.query_tokens" in moved
+    groups = load_training_state(tmp_path / STATE_FILE)["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 0.0, 0.0]
+    assert groups[0]["lr"] > 0 and groups[2]["lr"] == 0.0
+
+
 def _setup(seed=0):
     """A tiny video adapter regressing its tokens onto fixed random targets."""
     model = tiny_model(with_llm=False, seed=seed)

@@ -25,12 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stage's adapters), e.g. from `launch.py convert`")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="paper recipes: folder holding the original datasets")
-    parser.add_argument("--caption-loss", type=float, default=0.0, metavar="W",
-                        help="toy-world stage 0: add BLIP-2-style frame-caption generation with weight W "
-                             "(default 0, as the bundled model was trained; see checkpoints/toy-world/README.md)")
-    parser.add_argument("--attribute-loss", type=float, default=0.0, metavar="W",
-                        help="toy-world stage 0: add supervised (shape, colour, place) questions about each "
-                             "frame with weight W (default 0, as the bundled model was trained)")
+    toy = parser.add_argument_group("toy-world stage 0 (each defaults to the recipe's own setting, the "
+                                    "bundled model's; see checkpoints/toy-world/README.md)")
+    toy.add_argument("--caption-loss", type=float, default=None, metavar="W",
+                     help="weight of BLIP-2-style frame-caption generation beside the contrastive loss")
+    toy.add_argument("--attribute-loss", type=float, default=None, metavar="W",
+                     help="weight of supervised (shape, colour, place) questions about each frame")
+    toy.add_argument("--stem", type=_channels, default=None, metavar="C1,C2|none",
+                     help="channels of the small ViT's convolutional stem, or 'none' for a bare patch embedding")
+    toy.add_argument("--vision-lr-scale", type=float, default=None, metavar="X",
+                     help="multiply the vision encoder's learning rate by X")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
 
@@ -41,14 +45,7 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = get_recipe(args.recipe, quick=args.quick, preset=args.preset)
-    if args.caption_loss:
-        if args.recipe != "toy-world":
-            raise SystemExit("--caption-loss applies to the toy-world recipe's stage 0 only")
-        recipe.stages[0].caption_weight = args.caption_loss
-    if args.attribute_loss:
-        if args.recipe != "toy-world":
-            raise SystemExit("--attribute-loss applies to the toy-world recipe's stage 0 only")
-        recipe.stages[0].attribute_weight = args.attribute_loss
+    apply_toy_options(recipe, args)
     out = args.out or Path("runs") / recipe.name
     _refuse_to_mix(out, args.resume)
     if args.recipe == "toy-world":
@@ -64,6 +61,38 @@ def main(args: argparse.Namespace) -> int:
         final = run_paper_stage(recipe, out, init=args.init, data_root=args.data_root, resume=args.resume)
     print(f"model folder: {final}")
     return 0
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        channels = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give channel counts such as 16,32, or none") from None
+    if not channels or min(channels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: channel counts must be positive, such as 16,32")
+    return channels
+
+
+def apply_toy_options(recipe, args: argparse.Namespace) -> None:
+    """Set the toy-world stage-0 options given on the command line; refuse them elsewhere."""
+    given = {flag: value for flag, value in (("--caption-loss", args.caption_loss),
+                                             ("--attribute-loss", args.attribute_loss),
+                                             ("--stem", args.stem),
+                                             ("--vision-lr-scale", args.vision_lr_scale)) if value is not None}
+    if given and args.recipe != "toy-world":
+        raise SystemExit(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the toy-world "
+                         "recipe's stage 0 only")
+    stage0 = recipe.stages[0]
+    if args.caption_loss is not None:
+        stage0.caption_weight = args.caption_loss
+    if args.attribute_loss is not None:
+        stage0.attribute_weight = args.attribute_loss
+    if args.stem is not None:
+        recipe.model["vision"]["stem_channels"] = list(args.stem)
+    if args.vision_lr_scale is not None:
+        stage0.train.lr_scale = {**stage0.train.lr_scale, "vision_encoder": args.vision_lr_scale}
 
 
 def _refuse_to_mix(out: Path, resume: bool) -> None:

@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class TrainConfig:
     seed: int = 42
     log_every: int = 10  # optimizer steps between log lines
     save_every: int = 500  # optimizer steps between checkpoints (and at the end)
+    # Multipliers of the learning rate per module: the first part of a parameter's name
+    # (``{"vision_encoder": 3.0}``). Modules not named follow the schedule as is.
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -64,18 +67,30 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
-    """Split parameters as the original: decay only >=2-D weights that are not biases or norms."""
-    decay, no_decay = [], []
+def param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float,
+                 lr_scale: dict[str, float] | None = None) -> list[dict]:
+    """Split parameters as the original: decay only >=2-D weights that are not biases or norms.
+
+    Each group carries ``lr_scale``, its multiplier of the scheduled learning rate: 1 for the
+    first two groups (decay, no decay); modules named in ``lr_scale`` get groups of their own.
+    A name that matches no parameter is an error (a typo would otherwise do nothing).
+    """
+    lr_scale = lr_scale or {}
+    unknown = sorted(set(lr_scale) - {name.split(".", 1)[0] for name, _ in named})
+    if unknown:
+        raise ValueError(f"lr_scale names {unknown}, which hold no trainable parameter of this stage; "
+                         "use the first part of a parameter name, such as 'vision_encoder'")
+    groups: dict[tuple[float, bool], dict] = {}
+    for scale in (1.0, *sorted(set(lr_scale.values()) - {1.0})):
+        for decays in (True, False):
+            groups[scale, decays] = {"params": [], "weight_decay": weight_decay if decays else 0.0,
+                                     "lr_scale": scale}
     for name, p in named:
         leaf = name.rsplit(".", 1)[-1]
         is_norm = "norm" in name.lower() or ".ln" in name or name.startswith("ln")
-        if p.ndim < 2 or leaf == "bias" or is_norm:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        decays = not (p.ndim < 2 or leaf == "bias" or is_norm)
+        groups[lr_scale.get(name.split(".", 1)[0], 1.0), decays]["params"].append(p)
+    return [g for (scale, _), g in groups.items() if scale == 1.0 or g["params"]]
 
 
 def _mixed_precision(setting: str) -> str:
@@ -179,7 +194,7 @@ def run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + acc.process_index)
-    optimizer = torch.optim.AdamW(param_groups(params, cfg.weight_decay), lr=cfg.warmup_lr,
+    optimizer = torch.optim.AdamW(param_groups(params, cfg.weight_decay, cfg.lr_scale), lr=cfg.warmup_lr,
                                   betas=(cfg.beta1, cfg.beta2))
     optimizer = acc.prepare(optimizer)  # handles the fp16 loss scaler
     step = 0
@@ -198,7 +213,7 @@ def run(
     while step < cfg.max_steps:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         loss_sum, n_step = 0.0, 0
         for micro in range(cfg.grad_accum):
             batch = batch_fn(step * cfg.grad_accum + micro, acc.process_index, acc.num_processes)

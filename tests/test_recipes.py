@@ -298,10 +298,14 @@ def test_packed_instruction_examples_ask_every_short_question_once(max_turns):
         assert 1 <= len(turns) == ex.meta["turns"] <= max_turns
         answers.setdefault(ex.clip, []).extend(turns)
     for clip, qas in enumerate(pool.qas):
-        short = sorted(qa.answer[:1].upper() + qa.answer[1:] + "." for qa in qas if qa.skill != "description")
-        got = sorted(a.split("<")[0].split("</s>")[0].strip() for a in answers[clip]
-                     if not a.strip().startswith(("A ", "There is", "We see")))
-        assert got == short, clip
+        # Open questions teach the short answer; yes/no ones the fact and then the verdict.
+        want = sorted(qa.full if qa.kind == "yes_no" else qa.answer[:1].upper() + qa.answer[1:] + "."
+                      for qa in qas if qa.skill != "description")
+        assert all(qa.full.endswith(f", so {qa.answer}.") for qa in qas if qa.kind == "yes_no")
+        descriptions = {qa.answer for qa in qas if qa.skill == "description"}
+        got = sorted(text for text in (a.split("<")[0].split("</s>")[0].strip() for a in answers[clip])
+                     if text not in descriptions)
+        assert got == want, clip
     if max_turns > 1:
         assert max(ex.meta["turns"] for ex in examples) > 1
         assert len(examples) < len(instruct_examples(pool, tok, model.config, max_turns=1))

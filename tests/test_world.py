@@ -19,7 +19,7 @@ from train.world import (
     sample_scene,
 )
 from train.world_data import make_dataset, make_item, read_manifest, write_dataset
-from train.world_qa import NUMBER_WORDS, QA, SKILLS, score_answer
+from train.world_qa import MOTION_PHRASE, NUMBER_WORDS, QA, SKILLS, score_answer
 from train.world_render import render_arrays, render_clip, render_ffmpeg_clip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -169,6 +169,36 @@ def test_qa_answers_agree_with_the_scene():
                 assert {s.pitch for s in scene.sounds} == {q.answer}
             if q.question == "Is the video silent?":
                 assert q.answer == ("yes" if not scene.sounds else "no")
+
+
+def test_yes_no_answers_state_what_the_clip_shows_then_the_verdict():
+    """The fact before the verdict holds whatever the claim; the verdict matches the truth."""
+    seen = set()
+    for item in ITEMS:
+        scene = item.scene
+        for q in item.qa:
+            if q.kind != "yes_no":
+                continue
+            fact, verdict = q.full.rsplit(", so ", 1)
+            assert verdict == f"{q.answer}." and "yes" not in fact.lower().split()
+            if q.skill == "colour" and (m := re.fullmatch(r"Is the (\w+) (\w+)\?", q.question)):
+                colour = next(s.colour for s in scene.shapes if s.shape == m[1])
+                assert fact == f"The {m[1]} is {colour}" and (q.answer == "yes") == (m[2] == colour)
+                seen.add("colour")
+            if m := re.fullmatch(r"Is the (\w+) object a (\w+)\?", q.question):
+                shape = next(s.shape for s in scene.shapes if s.colour == m[1])
+                assert fact == f"The {m[1]} object is a {shape}" and (q.answer == "yes") == (m[2] == shape)
+                seen.add("shape")
+            if q.skill == "count":
+                assert NUMBER_WORDS[len(scene.shapes)] in fact.split()
+                seen.add("count")
+            if q.skill == "motion":
+                assert fact.endswith(MOTION_PHRASE[_named_shape(scene, q.question).motion])
+                seen.add("motion")
+            if q.question == "Is the video silent?":
+                assert (fact == "The video is silent") == (not scene.sounds)
+                seen.add("silent")
+    assert seen == {"colour", "shape", "count", "motion", "silent"}
 
 
 def test_yes_no_questions_include_false_premises():

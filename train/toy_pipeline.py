@@ -293,8 +293,17 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
     return out
 
 
+def _target(qa) -> str:
+    """What the model learns to answer: the short answer ("Red."), the fact then the verdict for a
+    yes/no question ("The circle is red, so no."), a description whole."""
+    if qa.skill == "description":
+        return qa.answer
+    if qa.kind == "yes_no":
+        return qa.full
+    return qa.answer[:1].upper() + qa.answer[1:] + "."
+
+
 def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list) -> stages.Example:
-    turns = [(qa.question, qa.answer if qa.skill == "description" else qa.answer[:1].upper() + qa.answer[1:] + ".")
-             for qa in qas]
+    turns = [(qa.question, _target(qa)) for qa in qas]
     pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns)
     return stages.Example(pieces, sup, clip=clip, meta={"skill": qas[0].skill, "turns": len(qas)})

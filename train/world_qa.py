@@ -74,10 +74,26 @@ def _balanced(rng: np.random.Generator, true_options: list, false_options: list)
     return _pick(rng, false_options)
 
 
-def _yes_no(skill: str, question: str, truth: bool, full_yes: str, full_no: str) -> QA:
+def _yes_no(skill: str, question: str, truth: bool, fact: str) -> QA:
+    """A yes/no QA whose full answer states what the clip shows, then the verdict.
+
+    "The circle is red, so no.": the frozen LLM names the attribute first (as it does for an
+    open question) and then only has to compare two words of its own context, instead of
+    deciding yes or no from the media tokens at the first answer token. ``fact`` must hold
+    whatever the claim and must not contain the word "yes" (nor "no" when the claim is true).
+    """
     if truth:
-        return QA(skill, question, "yes", full_yes, YES, NO, "yes_no")
-    return QA(skill, question, "no", full_no, [["no"]], ["yes"], "yes_no")
+        return QA(skill, question, "yes", f"{fact}, so yes.", YES, NO, "yes_no")
+    return QA(skill, question, "no", f"{fact}, so no.", [["no"]], ["yes"], "yes_no")
+
+
+def _listing(words: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" and {words[-1]}"
+
+
+def _distinct(values) -> list:
+    return list(dict.fromkeys(values))
 
 
 def _the(s: Shape) -> str:
@@ -134,12 +150,12 @@ def qa_colour(scene: Scene, rng) -> list[QA]:
     present = {x.colour for x in scene.shapes}
     c = _balanced(rng, [s.colour], others)
     if rng.random() < 0.5:
-        out.append(_yes_no("colour", f"Is the {s.shape} {c}?", c == s.colour, f"Yes, the {s.shape} is {c}.",
-                           f"No, the {s.shape} is {s.colour}."))
+        out.append(_yes_no("colour", f"Is the {s.shape} {c}?", c == s.colour, f"The {s.shape} is {s.colour}"))
     else:
         c = _balanced(rng, sorted(present), [x for x in COLOURS if x not in present])
-        out.append(_yes_no("colour", f"Is there a {c} shape in the video?", c in present,
-                           f"Yes, there is a {c} shape.", f"No, there is no {c} shape."))
+        colours = _distinct(x.colour for x in scene.shapes)
+        fact = f"The shape is {colours[0]}" if len(scene.shapes) == 1 else f"The shapes are {_listing(colours)}"
+        out.append(_yes_no("colour", f"Is there a {c} shape in the video?", c in present, fact))
     return out
 
 
@@ -152,12 +168,13 @@ def qa_shape(scene: Scene, rng) -> list[QA]:
     present = {x.shape for x in scene.shapes}
     if rng.random() < 0.5:
         k = _balanced(rng, sorted(present), [x for x in SHAPES if x not in present])
-        out.append(_yes_no("shape", f"Is there a {k} in the video?", k in present, f"Yes, there is a {k}.",
-                           f"No, there is no {k}."))
+        kinds = [f"a {x}" for x in _distinct(x.shape for x in scene.shapes)]
+        out.append(_yes_no("shape", f"Is there a {k} in the video?", k in present,
+                           f"The video shows {_listing(kinds)}"))
     else:
         k = _balanced(rng, [s.shape], others)
         out.append(_yes_no("shape", f"Is the {s.colour} object a {k}?", k == s.shape,
-                           f"Yes, it is a {k}.", f"No, the {s.colour} object is a {s.shape}."))
+                           f"The {s.colour} object is a {s.shape}"))
     return out
 
 
@@ -172,8 +189,7 @@ def qa_count(scene: Scene, rng) -> list[QA]:
     k = _balanced(rng, [n], [x for x in (1, 2, 3) if x != n])
     k_noun = "shape" if k == 1 else "shapes"
     out.append(_yes_no("count", f"{'Is' if k == 1 else 'Are'} there {NUMBER_WORDS[k]} {k_noun} in the video?",
-                       k == n, f"Yes, there {'is' if n == 1 else 'are'} {word} {noun}.",
-                       f"No, there {'is' if n == 1 else 'are'} {word} {noun}."))
+                       k == n, f"There {'is' if n == 1 else 'are'} {word} {noun}"))
     return out
 
 
@@ -185,8 +201,7 @@ def qa_motion(scene: Scene, rng) -> list[QA]:
               MOTION_WRONG[s.motion])]
     m = _balanced(rng, [s.motion], [x for x in MOTION_VERB if x != s.motion])
     out.append(_yes_no("motion", f"Does the {s.name} {MOTION_VERB[m]}?", m == s.motion,
-                       f"Yes, the {s.name} {MOTION_PHRASE[s.motion]}.",
-                       f"No, the {s.name} {MOTION_PHRASE[s.motion]}."))
+                       f"The {s.name} {MOTION_PHRASE[s.motion]}"))
     return out
 
 
@@ -217,11 +232,13 @@ def qa_temporal(scene: Scene, rng) -> list[QA]:
                           [["later", "after"]], ["start", "beginning"]))
     s = _pick(rng, shapes)
     if rng.random() < 0.5:
+        fact = "is there from the beginning" if s.appear == 0 else "appears later"
         out.append(_yes_no("temporal_order", f"Is {_the(s)} there from the beginning?", s.appear == 0,
-                           f"Yes, {_the(s)} is there from the beginning.", f"No, {_the(s)} appears later."))
+                           f"{_the(s).capitalize()} {fact}"))
     else:
+        fact = "leaves before the end" if s.leave < dur else "stays until the end"
         out.append(_yes_no("temporal_order", f"Does {_the(s)} leave before the end?", s.leave < dur,
-                           f"Yes, {_the(s)} leaves before the end.", f"No, {_the(s)} stays until the end."))
+                           f"{_the(s).capitalize()} {fact}"))
     return out
 
 
@@ -253,10 +270,15 @@ def qa_pitch(scene: Scene, rng) -> list[QA]:
                       [[end]], [other]))
     present = sorted({s.pitch for s in tones})
     p = _balanced(rng, present, [x for x in ("low", "high") if x not in present])
-    truth = p in present
-    full_no = "No, the video is silent." if not scene.sounds else f"No, there is no {p}-pitched tone."
-    out.append(_yes_no("sound_pitch", f"Is there a {p}-pitched tone?", truth, f"Yes, there is a {p}-pitched tone.",
-                       full_no))
+    if not scene.sounds:
+        fact = "The video is silent"
+    elif not present:
+        fact = f"The sound is {PATTERN_NOUN[sweeps[0].pattern]}"
+    elif len(present) == 1:
+        fact = f"The tone is {present[0]}-pitched"
+    else:
+        fact = "There are high and low tones"
+    out.append(_yes_no("sound_pitch", f"Is there a {p}-pitched tone?", p in present, fact))
     return out
 
 
@@ -285,14 +307,13 @@ def qa_pattern(scene: Scene, rng) -> list[QA]:
     ask = _balanced(rng, [a for a in askable if a in patterns], [a for a in askable if a not in patterns])
     question = {"beeping": "Is there a beeping sound?", "silent": "Is the video silent?",
                 "rising": "Does the pitch rise?", "steady": "Is there a steady tone?"}[ask]
-    truth = ask in patterns
     if "silent" in patterns:
-        full_no = "No, the video is silent."
+        fact = "The video is silent"
     elif len(patterns) == 1:
-        full_no = f"No, the sound is {PATTERN_NOUN[next(iter(patterns))]}."
+        fact = f"The sound is {PATTERN_NOUN[next(iter(patterns))]}"
     else:
-        full_no = "No."
-    out.append(_yes_no("sound_pattern", question, truth, "Yes.", full_no))
+        fact = f"The video has {_listing([PATTERN_NOUN[p] for p in sorted(patterns)])}"
+    out.append(_yes_no("sound_pattern", question, ask in patterns, fact))
     return out
 
 
@@ -334,8 +355,10 @@ def qa_audio_visual(scene: Scene, rng) -> list[QA]:
         name = _the(scene.shapes[i])
         truth = bool(scene.shape_event_sounds(i, kind))
         q = _pick(rng, ["Is there a sound when {0} {1}?", "Does a sound start when {0} {1}?"]).format(name, what)
-        out.append(_yes_no("audio_visual", q, truth, f"Yes, a sound starts when {name} {what}.",
-                           f"No, no sound starts when {name} {what}."))
+        fact = f"No sound starts when {name} {what}"
+        if truth:
+            fact = f"A {_sound_words(scene.shape_event_sounds(i, kind)[0])[0]} tone starts when {name} {what}"
+        out.append(_yes_no("audio_visual", q, truth, fact))
     return out
 
 

@@ -25,6 +25,19 @@ def test_score_counts_right_and_wrong_per_skill():
     result = score(items, answers)
     assert result["n"] == 7
     assert result["accuracy"] == {"colour": 0.5, "count": 0.5, "sound_pitch": 1.0}
+    assert result["by_form"] == {"colour": {"open": 0.5}, "count": {"yes_no": 0.5}, "sound_pitch": {"open": 1.0}}
+
+
+def test_score_splits_open_and_yes_no_and_counts_yes_to_true_and_false_claims():
+    no = QA("colour", "Is the star blue?", "no", "The star is red, so no.", [["no"]], ["yes"], "yes_no")
+    items = [Item("a.mp4", q) for q in (RED, YES, YES, YES, YES, no, no, no)]
+    answers = ["Red.", "So yes.", "yes", "No.", "maybe", "The star is red, so no.", "Yes.", "yes or no"]
+    result = score(items, answers)
+    assert result["by_form"]["colour"] == {"open": 1.0, "yes_no": 1 / 3}
+    assert result["by_form"]["count"] == {"yes_no": 0.5}
+    # True claims: 2 of 4 answers say yes. False claims: only "Yes." says yes ("yes or no" hedges).
+    assert result["says_yes"] == {"true_claims": 0.5, "false_claims": 1 / 3}
+    assert score([Item("a.mp4", RED)], ["red"])["says_yes"] == {}  # no yes/no question: no rate
 
 
 def test_score_needs_one_answer_per_item():
@@ -94,8 +107,9 @@ def test_cli_json_is_one_object_with_accuracy_and_n(tmp_path, monkeypatch, capsy
     args = parser.parse_args(["--json", "--clips", "1", "--no-another-way", "--media-dir", str(tmp_path)])
     assert evaluate.main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"accuracy", "n"} and out["n"] > 10
+    assert set(out) == {"accuracy", "n", "by_form", "says_yes"} and out["n"] > 10
     assert all(0.0 <= v <= 1.0 for v in out["accuracy"].values())
+    assert out["says_yes"] == {"true_claims": 1.0, "false_claims": 1.0}  # this answerer always says yes
 
 
 @pytest.mark.slow

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train.world import COLOURS, sample_scene, scene_rng
-from train.world_qa import QA, make_qa, score_answer
+from train.world_qa import NO, QA, YES, make_qa, score_answer
 
 SUITES = ("toy-world",)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "toy-world"
+SAYS_YES = QA("", "", "yes", "", YES, NO, "yes_no")  # scores whether an answer's verdict is "yes"
 EVAL_SEED = 7  # scenes of the eval; training draws its scenes with seed 1
 SPLITS = {"new-clips": "train", "new-pairs": "test"}  # --split -> the world's split to draw from
 
@@ -40,15 +41,38 @@ class Item:
 
 # -- scoring ------------------------------------------------------------------------------
 def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
-    """``{"accuracy": {skill: fraction}, "n": count}`` for answers given to ``items`` in order."""
+    """Scores of the answers given to ``items`` in order.
+
+    ``accuracy`` maps each skill to the fraction right and ``n`` counts the questions. Two
+    diagnostics follow: ``by_form``, each skill's accuracy on open and on yes/no questions
+    apart, and ``says_yes``, how often a yes/no answer is "yes" when the claim is true and when
+    it is false (a model that checks claims says yes to the true ones only; one that guesses
+    says yes to both about equally).
+    """
     right: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
+    form_right: dict[tuple[str, str], int] = defaultdict(int)
+    form_total: dict[tuple[str, str], int] = defaultdict(int)
+    yes = {True: [0, 0], False: [0, 0]}  # claim true? -> [answers saying yes, yes/no questions]
     n = 0
     for item, answer in zip(items, answers, strict=True):
-        total[item.qa.skill] += 1
-        right[item.qa.skill] += bool(score_answer(item.qa, answer))
+        qa, ok = item.qa, bool(score_answer(item.qa, answer))
+        total[qa.skill] += 1
+        right[qa.skill] += ok
+        form_total[(qa.skill, qa.kind)] += 1
+        form_right[(qa.skill, qa.kind)] += ok
+        if qa.kind == "yes_no":
+            truth = qa.answer == "yes"
+            yes[truth][0] += ok if truth else score_answer(SAYS_YES, answer)
+            yes[truth][1] += 1
         n += 1
-    return {"accuracy": {k: right[k] / total[k] for k in total}, "n": n}
+    by_form: dict[str, dict[str, float]] = defaultdict(dict)
+    for (skill, kind), count in form_total.items():
+        by_form[skill][kind] = form_right[(skill, kind)] / count
+    says_yes = {name: yes[truth][0] / yes[truth][1]
+                for name, truth in (("true_claims", True), ("false_claims", False)) if yes[truth][1]}
+    return {"accuracy": {k: right[k] / total[k] for k in total}, "n": n, "by_form": dict(by_form),
+            "says_yes": says_yes}
 
 
 # -- the question sets --------------------------------------------------------------------
@@ -167,8 +191,9 @@ def evaluate(answer: Callable[[str, str], str], items: list[Item], progress: boo
     for item in items:
         text = answer(item.path, item.qa.question)
         answers.append(text)
-        records.append({"path": item.path, "skill": item.qa.skill, "question": item.qa.question,
-                        "expected": item.qa.answer, "answer": text, "right": score_answer(item.qa, text)})
+        records.append({"path": item.path, "skill": item.qa.skill, "kind": item.qa.kind,
+                        "question": item.qa.question, "expected": item.qa.answer, "answer": text,
+                        "right": score_answer(item.qa, text)})
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -180,7 +205,7 @@ def evaluate(answer: Callable[[str, str], str], items: list[Item], progress: boo
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default="toy-world", choices=SUITES, help="what to evaluate on")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (default: the bundled one)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object {accuracy, n}")
+    parser.add_argument("--json", action="store_true", help="print one JSON object {accuracy, n, by_form, says_yes}")
     parser.add_argument("--clips", type=int, default=60, help="held-out clips (about 17 questions each)")
     parser.add_argument("--split", choices=tuple(SPLITS), default="new-clips",
                         help="new-clips: unseen scenes drawn like the training ones; new-pairs: every scene "
@@ -211,7 +236,12 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        print(f"{'skill':20s} {'all':>6s} {'open':>6s} {'yes/no':>6s}")
         for skill, acc in sorted(result["accuracy"].items()):
-            print(f"{skill:20s} {acc:6.3f}")
+            forms = result["by_form"][skill]
+            cells = [f"{forms[k]:6.3f}" if k in forms else f"{'-':>6s}" for k in ("open", "yes_no")]
+            print(f"{skill:20s} {acc:6.3f} {' '.join(cells)}")
         print(f"{'questions':20s} {result['n']:6d}")
+        for name, rate in result["says_yes"].items():
+            print(f"says yes to {name.replace('_', ' ')}: {rate:.3f}")
     return 0

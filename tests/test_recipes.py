@@ -62,11 +62,22 @@ def test_toy_stage0_options_from_the_command_line():
     assert VideoLlamaConfig.from_dict(recipe.model).vision.stem_channels == (8, 24)
     cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stem", "none"))
     assert recipe.model["vision"]["stem_channels"] == []
+    assert [s.yes_no_answers for s in recipe.stages] == ["verdict"] * 3  # the bundled model's form
+    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--yes-no-answers", "fact-first",
+                                              "--stage-steps", "30,5,12"))
+    assert [s.yes_no_answers for s in recipe.stages] == ["verdict", "verdict", "fact-first"]  # the instruct stage
+    assert [s.train.max_steps for s in recipe.stages] == [30, 5, 12]
+    assert [s.train.warmup_steps for s in recipe.stages] == [30, 5, 12]  # warm-up no longer than the stage
+    with pytest.raises(SystemExit, match="needs 3 counts"):
+        cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stage-steps", "30,5"))
+    with pytest.raises(SystemExit, match="--stage-steps applies to the toy-world"):
+        cli.apply_toy_options(get_recipe("vl-stage1"), _train_args("--recipe", "vl-stage1", "--stage-steps", "9"))
     with pytest.raises(SystemExit, match="--stem applies to the toy-world"):
         cli.apply_toy_options(get_recipe("vl-stage1"), _train_args("--recipe", "vl-stage1", "--stem", "16"))
-    for bad in ("16,x", "0,16"):
+    for flag, bad in (("--stem", "16,x"), ("--stem", "0,16"), ("--stage-steps", "1,0,1"), ("--stage-steps", "a"),
+                      ("--yes-no-answers", "maybe")):
         with pytest.raises(SystemExit):  # argparse reports the bad value and exits
-            _train_args("--recipe", "toy-world", "--stem", bad)
+            _train_args("--recipe", "toy-world", flag, bad)
 
 
 def test_toy_world_model_fits_the_size_budget_and_quick_is_smaller():
@@ -282,14 +293,14 @@ def _world_pool(n: int):
     return SimpleNamespace(qas=qas)
 
 
-@pytest.mark.parametrize("max_turns", [1, 4])
-def test_packed_instruction_examples_ask_every_short_question_once(max_turns):
+@pytest.mark.parametrize("max_turns,yes_no", [(1, "verdict"), (4, "verdict"), (4, "fact-first")])
+def test_packed_instruction_examples_ask_every_short_question_once(max_turns, yes_no):
     from train.toy_pipeline import instruct_examples
 
     model = tiny_model(with_llm=False)
     tok = model.tokenizer
     pool = _world_pool(6)
-    examples = instruct_examples(pool, tok, model.config, max_turns=max_turns, seed=1)
+    examples = instruct_examples(pool, tok, model.config, max_turns=max_turns, seed=1, yes_no_answers=yes_no)
     answers: dict[int, list[str]] = {}
     for ex in examples:
         media = [p for p in ex.pieces if isinstance(p, str)]
@@ -298,9 +309,9 @@ def test_packed_instruction_examples_ask_every_short_question_once(max_turns):
         assert 1 <= len(turns) == ex.meta["turns"] <= max_turns
         answers.setdefault(ex.clip, []).extend(turns)
     for clip, qas in enumerate(pool.qas):
-        # Open questions teach the short answer; yes/no ones the fact and then the verdict.
-        want = sorted(qa.full if qa.kind == "yes_no" else qa.answer[:1].upper() + qa.answer[1:] + "."
-                      for qa in qas if qa.skill != "description")
+        # Open questions teach the short answer; yes/no ones "Yes."/"No." or the fact, then the verdict.
+        want = sorted(qa.full if qa.kind == "yes_no" and yes_no == "fact-first"
+                      else qa.answer[:1].upper() + qa.answer[1:] + "." for qa in qas if qa.skill != "description")
         assert all(qa.full.endswith(f", so {qa.answer}.") for qa in qas if qa.kind == "yes_no")
         descriptions = {qa.answer for qa in qas if qa.skill == "description"}
         got = sorted(text for text in (a.split("<")[0].split("</s>")[0].strip() for a in answers[clip])
@@ -309,6 +320,8 @@ def test_packed_instruction_examples_ask_every_short_question_once(max_turns):
     if max_turns > 1:
         assert max(ex.meta["turns"] for ex in examples) > 1
         assert len(examples) < len(instruct_examples(pool, tok, model.config, max_turns=1))
+    with pytest.raises(ValueError, match="yes_no_answers"):
+        instruct_examples(pool, tok, model.config, yes_no_answers="fact")
 
 
 @torch.no_grad()

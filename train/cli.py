@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from train.recipes import RECIPES, get_recipe
+from train.recipes import RECIPES, YES_NO_ANSWERS, get_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,16 +25,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stage's adapters), e.g. from `launch.py convert`")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="paper recipes: folder holding the original datasets")
-    toy = parser.add_argument_group("toy-world stage 0 (each defaults to the recipe's own setting, the "
+    toy = parser.add_argument_group("toy-world options (each defaults to the recipe's own setting, the "
                                     "bundled model's; see checkpoints/toy-world/README.md)")
     toy.add_argument("--caption-loss", type=float, default=None, metavar="W",
-                     help="weight of BLIP-2-style frame-caption generation beside the contrastive loss")
+                     help="stage 0: weight of BLIP-2-style frame-caption generation beside the contrastive loss")
     toy.add_argument("--attribute-loss", type=float, default=None, metavar="W",
-                     help="weight of supervised (shape, colour, place) questions about each frame")
+                     help="stage 0: weight of supervised (shape, colour, place) questions about each frame")
     toy.add_argument("--stem", type=_channels, default=None, metavar="C1,C2|none",
-                     help="channels of the small ViT's convolutional stem, or 'none' for a bare patch embedding")
+                     help="stage 0: channels of the small ViT's convolutional stem, or 'none' for a bare "
+                          "patch embedding")
     toy.add_argument("--vision-lr-scale", type=float, default=None, metavar="X",
-                     help="multiply the vision encoder's learning rate by X")
+                     help="stage 0: multiply the vision encoder's learning rate by X")
+    toy.add_argument("--yes-no-answers", choices=YES_NO_ANSWERS, default=None,
+                     help="stage 2: teach yes/no answers as the short verdict ('No.') or as the fact, then the "
+                          "verdict ('The circle is red, so no.')")
+    toy.add_argument("--stage-steps", type=_counts, default=None, metavar="N0,N1,N2",
+                     help="optimizer steps of stages 0, 1 and 2 (fewer for a quicker, weaker model)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
 
@@ -63,6 +69,16 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give step counts such as 800,100,350") from None
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: step counts must be positive, such as 800,100,350")
+    return counts
+
+
 def _channels(text: str) -> tuple[int, ...]:
     if text.strip().lower() == "none":
         return ()
@@ -76,14 +92,14 @@ def _channels(text: str) -> tuple[int, ...]:
 
 
 def apply_toy_options(recipe, args: argparse.Namespace) -> None:
-    """Set the toy-world stage-0 options given on the command line; refuse them elsewhere."""
-    given = {flag: value for flag, value in (("--caption-loss", args.caption_loss),
-                                             ("--attribute-loss", args.attribute_loss),
-                                             ("--stem", args.stem),
-                                             ("--vision-lr-scale", args.vision_lr_scale)) if value is not None}
+    """Set the toy-world options given on the command line; refuse them for other recipes."""
+    flags = (("--caption-loss", args.caption_loss), ("--attribute-loss", args.attribute_loss), ("--stem", args.stem),
+             ("--vision-lr-scale", args.vision_lr_scale), ("--yes-no-answers", args.yes_no_answers),
+             ("--stage-steps", args.stage_steps))
+    given = [flag for flag, value in flags if value is not None]
     if given and args.recipe != "toy-world":
         raise SystemExit(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the toy-world "
-                         "recipe's stage 0 only")
+                         "recipe only")
     stage0 = recipe.stages[0]
     if args.caption_loss is not None:
         stage0.caption_weight = args.caption_loss
@@ -93,6 +109,17 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
         recipe.model["vision"]["stem_channels"] = list(args.stem)
     if args.vision_lr_scale is not None:
         stage0.train.lr_scale = {**stage0.train.lr_scale, "vision_encoder": args.vision_lr_scale}
+    if args.yes_no_answers is not None:
+        for spec in recipe.stages:
+            if spec.objective == "instruct":
+                spec.yes_no_answers = args.yes_no_answers
+    if args.stage_steps is not None:
+        if len(args.stage_steps) != len(recipe.stages):
+            raise SystemExit(f"--stage-steps needs {len(recipe.stages)} counts (stages "
+                             f"{', '.join(s.name for s in recipe.stages)}), got {len(args.stage_steps)}")
+        for spec, steps in zip(recipe.stages, args.stage_steps, strict=True):
+            spec.train.max_steps = steps
+            spec.train.warmup_steps = min(spec.train.warmup_steps, steps)
 
 
 def _refuse_to_mix(out: Path, resume: bool) -> None:

@@ -21,6 +21,11 @@ from train.trainer import TrainConfig
 OBJECTIVES = ("contrastive", "caption", "instruct")
 
 
+# How toy-world stage 2 teaches yes/no answers: "verdict" is the short "Yes."/"No." (the bundled
+# model); "fact-first" states what the clip shows, then the verdict ("The circle is red, so no.").
+YES_NO_ANSWERS = ("verdict", "fact-first")
+
+
 @dataclass
 class StageSpec:
     """One stage of a recipe."""
@@ -34,6 +39,7 @@ class StageSpec:
     max_txt_len: int = 32  # caption / conversation token budget, as the original
     audio_from: str = "audio"  # "audio": real fbank clips; "vision": frames, the paper's AL trick
     max_turns: int = 1  # toy-world stage 2: questions about one clip packed into a conversation
+    yes_no_answers: str = "verdict"  # toy-world stage 2: one of YES_NO_ANSWERS
     caption_weight: float = 0.0  # toy-world stage 0: weight of the frame-caption generation loss
     attribute_weight: float = 0.0  # toy-world stage 0: weight of the (shape, colour, place) label loss
 

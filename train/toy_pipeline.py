@@ -18,7 +18,7 @@ from model.config import VideoLlamaConfig
 from model.media_common import normalise
 from model.video_llama import build_model
 from train import stages
-from train.recipes import Recipe, StageSpec
+from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
 from train.toy_data import POSITION_BINS, Pool, corrupt_objects, describe_objects, render_pool
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
 from train.world import COLOURS, SHAPES
@@ -242,7 +242,8 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False) -> Path:
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
     examples1 = caption_examples(pool, model.tokenizer)[:limit]
     run_lm_stage(model, examples1, feats, spec1, out, acc, resume)
-    examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns)[:limit]
+    examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns,
+                                  yes_no_answers=spec2.yes_no_answers)[:limit]
     run_lm_stage(model, examples2, feats, spec2, out, acc, resume)
     final = out / "final"
     if acc.is_main_process:
@@ -265,15 +266,18 @@ def caption_examples(pool: Pool, tokenizer) -> list[stages.Example]:
 
 
 def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: int = 1,
-                      seed: int = 0) -> list[stages.Example]:
+                      seed: int = 0, yes_no_answers: str = "verdict") -> list[stages.Example]:
     """Stage 2: the questions of every clip in the chat prompt inference uses.
 
     ``max_turns`` > 1 packs a clip's short questions into conversations of 1 to ``max_turns``
     turns (the media message comes with the first question, as in the app's chat). Media
     tokens and the long media message then serve several answers: on CPU, where the LLM
     forward is the whole cost, that is about three times the answers per second for the
-    same steps. Long description answers stay single-turn.
+    same steps. Long description answers stay single-turn. ``yes_no_answers`` is one of
+    ``train.recipes.YES_NO_ANSWERS``.
     """
+    if yes_no_answers not in YES_NO_ANSWERS:
+        raise ValueError(f"yes_no_answers must be one of {YES_NO_ANSWERS}, not {yes_no_answers!r}")
     rng = np.random.default_rng(seed)
     out = []
     for i, qas in enumerate(pool.qas):
@@ -281,29 +285,30 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
         for qa in qas:
             if qa.skill == "description":
                 if i % 3 == 0:  # long answers, not a scored skill: keep a third of them
-                    out.append(_conversation(tokenizer, cfg, i, [qa]))
+                    out.append(_conversation(tokenizer, cfg, i, [qa], yes_no_answers))
             else:
                 short.append(qa)
         order = rng.permutation(len(short))
         k = 0
         while k < len(order):
             n = int(rng.integers(1, max_turns + 1))
-            out.append(_conversation(tokenizer, cfg, i, [short[j] for j in order[k:k + n]]))
+            out.append(_conversation(tokenizer, cfg, i, [short[j] for j in order[k:k + n]], yes_no_answers))
             k += n
     return out
 
 
-def _target(qa) -> str:
-    """What the model learns to answer: the short answer ("Red."), the fact then the verdict for a
-    yes/no question ("The circle is red, so no."), a description whole."""
+def _target(qa, yes_no_answers: str) -> str:
+    """What the model learns to answer: the short answer ("Red.", "No."), or for a yes/no
+    question with "fact-first" the fact then the verdict ("The circle is red, so no.");
+    a description whole."""
     if qa.skill == "description":
         return qa.answer
-    if qa.kind == "yes_no":
+    if qa.kind == "yes_no" and yes_no_answers == "fact-first":
         return qa.full
     return qa.answer[:1].upper() + qa.answer[1:] + "."
 
 
-def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list) -> stages.Example:
-    turns = [(qa.question, _target(qa)) for qa in qas]
+def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, yes_no_answers: str) -> stages.Example:
+    turns = [(qa.question, _target(qa, yes_no_answers)) for qa in qas]
     pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns)
     return stages.Example(pieces, sup, clip=clip, meta={"skill": qas[0].skill, "turns": len(qas)})

@@ -69,26 +69,25 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _counts(text: str) -> tuple[int, ...]:
+def _positive_ints(text: str, what: str, example: str) -> tuple[int, ...]:
+    """``"16,32"`` -> ``(16, 32)``; anything else is an argparse error naming ``what``."""
     try:
-        counts = tuple(int(c) for c in text.split(","))
+        values = tuple(int(c) for c in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give step counts such as 800,100,350") from None
-    if min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: step counts must be positive, such as 800,100,350")
-    return counts
+        raise argparse.ArgumentTypeError(f"{text!r}: give {what} such as {example}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: {what} must be positive, such as {example}")
+    return values
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    return _positive_ints(text, "step counts", "800,100,350")
 
 
 def _channels(text: str) -> tuple[int, ...]:
     if text.strip().lower() == "none":
         return ()
-    try:
-        channels = tuple(int(c) for c in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give channel counts such as 16,32, or none") from None
-    if not channels or min(channels) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: channel counts must be positive, such as 16,32")
-    return channels
+    return _positive_ints(text, "channel counts (or none)", "16,32")
 
 
 def apply_toy_options(recipe, args: argparse.Namespace) -> None:

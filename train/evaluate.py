@@ -63,7 +63,7 @@ def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
         form_right[(qa.skill, qa.kind)] += ok
         if qa.kind == "yes_no":
             truth = qa.answer == "yes"
-            yes[truth][0] += ok if truth else score_answer(SAYS_YES, answer)
+            yes[truth][0] += score_answer(SAYS_YES, answer)
             yes[truth][1] += 1
         n += 1
     by_form: dict[str, dict[str, float]] = defaultdict(dict)

@@ -211,7 +211,8 @@ def frames_to_decode(path: Path) -> int:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         info = video_info(container, stream)
-        keys = [round(float(k * stream.time_base) * info.fps) for k in info.keyframes]  # frame numbers
+        keys = sorted(round(float(e.timestamp * stream.time_base) * info.fps)  # frame numbers
+                      for e in stream.index_entries if e.is_keyframe)
     total, last = 0, None
     for target in sample_indices(info.num_frames, info.fps, LoadOptions()):
         key = max(k for k in keys if k <= target)

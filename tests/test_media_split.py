@@ -137,3 +137,25 @@ def test_keyframe_snap_is_off_by_default_and_reports_the_frames_it_took(tmp_path
     assert any("keyframe_snap=0.4" in note for note in snapped.notes)
     narrow = load_media(path, LoadOptions(num_frames=4, use_audio=False, keyframe_snap=0.1))  # 1.25 frames
     assert narrow.frame_indices == _ramp_indices(narrow) == [0, 12, 25, 37]
+
+
+@pytest.mark.parametrize("suffix,vcodec,extra", [("mp4", "libx264", ("-bf", "3")), ("avi", "mpeg4", ())])
+def test_keyframes_near_targets_match_a_walk_of_the_whole_index(tmp_path, suffix, vcodec, extra):
+    import av
+
+    path = mf.video(tmp_path / f"gop.{suffix}", source="ramp", duration=2.0, gop=7, vcodec=vcodec, extra=extra)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        walked = sorted(e.timestamp for e in stream.index_entries if e.is_keyframe)
+        assert len(walked) >= 7
+        every = list(range(walked[0] - 5, walked[-1] + 50, 3))  # before, on, between and after keyframes
+        near = mv.keyframes_near(stream, every)
+        assert mv.keyframes_near(stream, []) == []
+    assert set(near) <= set(walked)
+    for target in every:
+        before = [k for k in walked if k <= target]
+        after = [k for k in walked if k >= target]
+        if before:
+            assert mv._last_at_or_before(near, target) == before[-1]
+        if after:
+            assert after[0] in near

@@ -33,6 +33,7 @@ from train.recipes import toy_world  # noqa: E402
 from train.toy_data import render_pool  # noqa: E402
 from train.toy_pipeline import instruct_examples, precompute  # noqa: E402
 
+FORMS = {"open": "open", "yes_no": "yes/no"}  # QA.kind -> column label
 SEEDS = {"training clips": toy_world().world["seed"], "new clips": 7}  # the recipe's pool; one it never drew
 
 
@@ -48,14 +49,9 @@ def exact_answers(model, seed: int, clips: int) -> dict[tuple[str, str], list[bo
         batch = examples[i:i + 16]
         rows = torch.tensor([ex.clip for ex in batch])
         media = stages.media_tokens(model, {k: v[rows] for k, v in feats.items()})  # slot -> (B, Q, D)
-        embeds, mask, labels = stages.assemble(embed, batch, media)
-        hidden = model.llm.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        predicted = model.llm.lm_head(hidden[:, :-1]).argmax(-1)  # (B, L-1): position t predicts t+1
-        target = labels[:, 1:]
-        for j, ex in enumerate(batch):
-            keep = target[j] != stages.IGNORE
-            form = "yes/no" if model.tokenizer.decode(target[j][keep]).startswith(("Yes", "No")) else "open"
-            right[(ex.meta["skill"], form)].append(bool((predicted[j][keep] == target[j][keep]).all()))
+        hits = stages.exact_answers(model.llm, *stages.assemble(embed, batch, media))
+        for ex, hit in zip(batch, hits, strict=True):
+            right[(ex.meta["skill"], FORMS[ex.meta["kind"]])].append(hit)
     return right
 
 

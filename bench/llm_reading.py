@@ -44,6 +44,7 @@ from train.world_qa import make_qa  # noqa: E402
 
 NUMBERS = ("no", "one", "two", "three")
 FORMS = ("caption", "structured")
+QA_FORMS = {"open": "open", "yes_no": "yes/no"}  # QA.kind -> row label
 TRAIN_SEED, TEST_SEED = 1, 7  # the recipe's training scenes; scenes it never saw
 
 
@@ -101,21 +102,15 @@ def answer_accuracy(llm, slots: TextSlots, examples, texts, batch: int = 16) -> 
     embed = llm.get_input_embeddings()
     for i in range(0, len(examples), batch):
         chunk = examples[i:i + batch]
-        embeds, mask, labels = stages.assemble(embed, chunk, slots.media(chunk, texts))
-        hidden = llm.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        predicted = llm.lm_head(hidden[:, :-1]).argmax(-1)  # (B, L-1): position t predicts t+1
-        target = labels[:, 1:]
-        for j, ex in enumerate(chunk):
-            keep = target[j] != stages.IGNORE
-            right[(ex.meta["skill"], ex.meta["form"])].append(bool((predicted[j][keep] == target[j][keep]).all()))
+        hits = stages.exact_answers(llm, *stages.assemble(embed, chunk, slots.media(chunk, texts)))
+        for ex, hit in zip(chunk, hits, strict=True):
+            right[(ex.meta["skill"], QA_FORMS[ex.meta["kind"]])].append(hit)
     return right
 
 
 def run_form(llm, tokenizer, cfg, form: str, args) -> tuple[dict, dict, float]:
     train, train_texts = scene_set(tokenizer, cfg, TRAIN_SEED, args.train_clips, form)
     test, test_texts = scene_set(tokenizer, cfg, TEST_SEED, args.test_clips, form)
-    for ex in train + test:
-        ex.meta["form"] = "yes/no" if tokenizer.decode(_answer_ids(ex)).startswith(("Yes", "No")) else "open"
     torch.manual_seed(0)
     slots = TextSlots(llm.get_input_embeddings(), {"video": 8, "audio": 4})
     before = answer_accuracy(llm, slots, test, test_texts)
@@ -133,10 +128,6 @@ def run_form(llm, tokenizer, cfg, form: str, args) -> tuple[dict, dict, float]:
             print(f"  {form}: step {step}, loss {loss.item():.3f}, {time.time() - t0:.0f} s", flush=True)
     seconds = time.time() - t0
     return before, answer_accuracy(llm, slots, test, test_texts), seconds
-
-
-def _answer_ids(ex) -> list[int]:
-    return [t for piece, sup in zip(ex.pieces, ex.supervised, strict=True) if sup for t in piece]
 
 
 def main() -> None:

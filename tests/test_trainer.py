@@ -191,3 +191,19 @@ def test_two_processes_average_gradients_and_stay_in_sync(tmp_path):
     start = dict(params)
     assert any(not torch.equal(a[n], start[n].detach()) for n in a)  # and they did train
     assert load_training_state(tmp_path / STATE_FILE)["step"] == 3
+
+
+def test_exact_answers_marks_an_example_right_only_when_every_labelled_token_is_predicted():
+    from tests.tiny import tiny_llm
+
+    torch.manual_seed(0)
+    llm = tiny_llm().eval()
+    ids = torch.randint(5, 60, (2, 7))
+    with torch.no_grad():
+        greedy = llm(input_ids=ids).logits.argmax(-1)  # (2, 7): what each position predicts next
+    labels = torch.full_like(ids, stages.IGNORE)
+    labels[:, 3:6] = greedy[:, 2:5]  # tokens 3..5 labelled with exactly what the model predicts there
+    labels[1, 5] = (greedy[1, 4] + 1) % llm.config.vocab_size  # one wrong token in the second example
+    embeds = llm.get_input_embeddings()(ids)
+    mask = torch.ones_like(ids)
+    assert stages.exact_answers(llm, embeds, mask, labels) == [True, False]

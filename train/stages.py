@@ -356,6 +356,17 @@ def supervised_lm_loss(llm, embeds: torch.Tensor, mask: torch.Tensor, labels: to
     return F.cross_entropy(logits.float(), target[keep])
 
 
+@torch.no_grad()
+def exact_answers(llm, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> list[bool]:
+    """Per example: does greedy next-token prediction, teacher-forced, get every labelled token right?
+    (The answer the model would write, without generating it token by token.)"""
+    hidden = llm.model(inputs_embeds=embeds.to(llm.dtype), attention_mask=mask).last_hidden_state
+    predicted = llm.lm_head(hidden[:, :-1]).argmax(-1)  # (B, L-1): position t predicts token t+1
+    target = labels[:, 1:]
+    keep = target != IGNORE
+    return [bool((predicted[i][keep[i]] == target[i][keep[i]]).all()) for i in range(len(target))]
+
+
 def media_tokens(model, batch_feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Trainable adapters over precomputed frozen features: slot name -> (B, Q, D)."""
     out = {}

@@ -311,4 +311,5 @@ def _target(qa, yes_no_answers: str) -> str:
 def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, yes_no_answers: str) -> stages.Example:
     turns = [(qa.question, _target(qa, yes_no_answers)) for qa in qas]
     pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns)
-    return stages.Example(pieces, sup, clip=clip, meta={"skill": qas[0].skill, "turns": len(qas)})
+    return stages.Example(pieces, sup, clip=clip, meta={"skill": qas[0].skill, "kind": qas[0].kind,
+                                                              "turns": len(qas)})

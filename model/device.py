@@ -32,6 +32,13 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). There a bf16 matmul runs
+    at about twice the fp32 rate; elsewhere PyTorch emulates bf16 and it is no faster."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def pick_dtype(device: str | torch.device, component: str) -> torch.dtype:
     """The compute dtype for ``component`` (one of ``COMPONENTS``) on ``device``.
 

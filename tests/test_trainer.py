@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -207,3 +208,47 @@ def test_exact_answers_marks_an_example_right_only_when_every_labelled_token_is_
     embeds = llm.get_input_embeddings()(ids)
     mask = torch.ones_like(ids)
     assert stages.exact_answers(llm, embeds, mask, labels) == [True, False]
+
+
+def test_backprop_precision_is_bf16_on_a_gpu_and_on_a_cpu_with_native_bf16(monkeypatch):
+    import model.device
+
+    monkeypatch.setattr(model.device, "cpu_has_native_bf16", lambda: True)
+    assert stages.backprop_llm_precision(torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(model.device, "cpu_has_native_bf16", lambda: False)
+    assert stages.backprop_llm_precision(torch.device("cpu")) == "fp32"
+    assert stages.backprop_llm_precision(torch.device("cuda")) == "bf16"
+    assert stages.backprop_llm_precision(torch.device("cpu"), "bf16") == "bf16"  # asked for, always given
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        stages.backprop_llm_precision(torch.device("cpu"), "fp8")
+
+
+def test_a_bf16_llm_on_the_cpu_gets_plain_attention_and_passes_on_the_fp32_gradient():
+    import copy
+
+    from tests.tiny import tiny_llm
+
+    torch.manual_seed(0)
+    llm32 = tiny_llm().eval()
+    llm16 = copy.deepcopy(llm32).to(torch.bfloat16)
+    stages.prepare_backprop_llm(llm32, torch.device("cpu"))
+    stages.prepare_backprop_llm(llm16, torch.device("cpu"))
+    assert llm16.config._attn_implementation == "eager"
+    assert llm32.config._attn_implementation != "eager"  # fp32 keeps the fused kernel
+    embeds = torch.randn(2, 10, llm32.config.hidden_size) * 0.5  # soft tokens, as the adapters give
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 7:] = 0  # right padding, as assemble() pads
+    labels = torch.full((2, 10), stages.IGNORE)
+    labels[0, 6:10] = torch.randint(5, 60, (4,))
+    labels[1, 4:7] = torch.randint(5, 60, (3,))
+    grads, losses = [], []
+    for llm in (llm32, llm16):
+        x = embeds.clone().requires_grad_(True)
+        loss = stages.supervised_lm_loss(llm, x, mask, labels)
+        loss.backward()
+        grads.append(x.grad.flatten())
+        losses.append(loss.item())
+    assert grads[1].dtype == torch.float32  # the adapters upstream stay fp32
+    assert abs(losses[1] - losses[0]) < 0.02 * losses[0]
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.98
+    assert grads[1].abs().sum() > 0

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from train.recipes import RECIPES, YES_NO_ANSWERS, get_recipe
+from train.stages import LLM_PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stage's adapters), e.g. from `launch.py convert`")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="paper recipes: folder holding the original datasets")
+    parser.add_argument("--llm-precision", choices=LLM_PRECISIONS, default="auto",
+                        help="the frozen LLM while gradients pass through it (default: bf16 on a GPU and on a "
+                             "CPU with native bf16, else fp32)")
     toy = parser.add_argument_group("toy-world options (each defaults to the recipe's own setting, the "
                                     "bundled model's; see checkpoints/toy-world/README.md)")
     toy.add_argument("--caption-loss", type=float, default=None, metavar="W",
@@ -57,14 +61,15 @@ def main(args: argparse.Namespace) -> int:
     if args.recipe == "toy-world":
         from train.toy_pipeline import run_toy_world
 
-        final = run_toy_world(recipe, out, resume=args.resume)
+        final = run_toy_world(recipe, out, resume=args.resume, llm_precision=args.llm_precision)
     else:
         from train.paper_pipeline import run_paper_stage
 
         if args.init is None or args.data_root is None:
             raise SystemExit(f"recipe {args.recipe} needs --init (a model folder with the frozen encoders) "
                              "and --data-root (the original datasets)")
-        final = run_paper_stage(recipe, out, init=args.init, data_root=args.data_root, resume=args.resume)
+        final = run_paper_stage(recipe, out, init=args.init, data_root=args.data_root, resume=args.resume,
+                                llm_precision=args.llm_precision)
     print(f"model folder: {final}")
     return 0
 

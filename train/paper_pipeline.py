@@ -111,14 +111,15 @@ def _truncate(example: stages.Example, budget: int) -> stages.Example:
     return stages.Example(pieces, sup, example.clip)
 
 
-def run_paper_stage(recipe: Recipe, out: Path, init: Path, data_root: Path, resume: bool = False) -> Path:
+def run_paper_stage(recipe: Recipe, out: Path, init: Path, data_root: Path, resume: bool = False,
+                    llm_precision: str = "auto") -> Path:
     """Train the recipe's single stage; returns the model folder ``<out>/final``."""
     from model.checkpoint import load_model, save_model_folder
 
     spec = recipe.stages[0]
     acc = make_accelerator(spec.train)
-    precision = "bf16" if acc.device.type == "cuda" else "fp32"
-    model = load_model(init, precision=precision, device=acc.device)
+    model = load_model(init, precision=stages.backprop_llm_precision(acc.device, llm_precision), device=acc.device)
+    stages.prepare_backprop_llm(model.llm, acc.device)
     sources = load_sources(spec, Path(data_root))
     branch = spec.branches[0]
     teacher = _teacher(model, data_root) if spec.audio_from == "vision" else None

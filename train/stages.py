@@ -331,6 +331,34 @@ def shared_prefix(examples: list[Example]) -> list[int] | None:
     return first if same else None
 
 
+LLM_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def backprop_llm_precision(device: torch.device, requested: str = "auto") -> str:
+    """Precision of the frozen LLM that stages 1 and 2 backpropagate through.
+
+    ``auto``: bf16 on a GPU (as the original trained) and on a CPU that multiplies bf16 in
+    hardware, where a stage-2 step takes about half the fp32 time (``bench/train_bench.py``);
+    fp32 elsewhere. Only the frozen LLM changes: the adapters keep fp32 weights.
+    """
+    from model.device import cpu_has_native_bf16
+
+    if requested not in LLM_PRECISIONS:
+        raise ValueError(f"unknown LLM precision {requested!r}; choose one of {', '.join(LLM_PRECISIONS)}")
+    if requested != "auto":
+        return requested
+    if torch.device(device).type == "cuda" or cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def prepare_backprop_llm(llm, device: torch.device) -> None:
+    """On a CPU in bf16 use plain attention: PyTorch's fused CPU attention has a slow bf16 backward
+    (a third of the step in ``bench/train_bench.py``), while at these lengths plain attention is cheap."""
+    if torch.device(device).type == "cpu" and llm.dtype == torch.bfloat16:
+        llm.set_attn_implementation("eager")
+
+
 def supervised_lm_loss(llm, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                        prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over labelled positions, with ``lm_head`` run only there.

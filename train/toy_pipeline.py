@@ -217,7 +217,7 @@ def _run_stage(spec: StageSpec, params, loss_fn, batch_fn, out: Path, acc, resum
 
 
 # -- the whole recipe ------------------------------------------------------------------------
-def run_toy_world(recipe: Recipe, out: Path, resume: bool = False) -> Path:
+def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision: str = "auto") -> Path:
     """Run every stage of ``recipe``; returns the final model folder ``<out>/final``."""
     from model.llm import load_llm
 
@@ -234,9 +234,11 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False) -> Path:
     run_stage0(model, pool, spec0, out, acc, resume)
     feats = precompute(model, pool)
     _log(f"frozen features: video {tuple(feats['video'].shape)}, audio {tuple(feats['audio'].shape)}")
-    # Full precision for training (fp32 on CPU, bf16 on GPU): gradients flow through the LLM.
-    precision = "bf16" if acc.device.type == "cuda" else "fp32"
+    # Gradients flow through the LLM, so no 4-bit here: bf16 where the hardware has it, else fp32.
+    precision = stages.backprop_llm_precision(acc.device, llm_precision)
     model.llm, model.tokenizer = load_llm(cfg.llm, precision=precision, device=acc.device)
+    stages.prepare_backprop_llm(model.llm, acc.device)
+    _log(f"frozen LLM in {precision} ({model.llm.config._attn_implementation} attention)")
     if not resume:
         _log(f"projections rescaled to word-embedding norm by {match_word_scale(model, feats)}")
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls

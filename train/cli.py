@@ -86,7 +86,7 @@ def _positive_ints(text: str, what: str, example: str) -> tuple[int, ...]:
 
 
 def _counts(text: str) -> tuple[int, ...]:
-    return _positive_ints(text, "step counts", "800,100,350")
+    return _positive_ints(text, "step counts", "800,100,650")
 
 
 def _channels(text: str) -> tuple[int, ...]:

@@ -114,7 +114,7 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
                          weight_decay=0.05, log_every=20, save_every=200)
         s1 = TrainConfig(max_steps=100, batch_size=16, lr=2e-3, min_lr=1e-4, warmup_steps=10,
                          weight_decay=0.05, log_every=5, save_every=50)
-        s2 = TrainConfig(max_steps=350, batch_size=16, lr=1.5e-3, min_lr=5e-5, warmup_steps=15,
+        s2 = TrainConfig(max_steps=650, batch_size=16, lr=1.5e-3, min_lr=5e-5, warmup_steps=15,
                          weight_decay=0.05, log_every=5, save_every=50)
     return [StageSpec("stage0", "contrastive", both, s0),
             StageSpec("stage1", "caption", both, s1),

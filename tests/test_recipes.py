@@ -336,3 +336,36 @@ def test_projections_start_at_the_word_embedding_norm():
     assert set(factors) == {"video", "audio"} and all(f != 1.0 for f in factors.values())
     for name in ("video", "audio"):
         torch.testing.assert_close(tokens[name].norm(dim=-1).mean(), words, rtol=0.05, atol=0.0)
+
+
+def test_some_instruction_conversations_show_the_video_without_its_sound():
+    from model.media import frame_message
+    from train.toy_pipeline import SOUND_SKILLS, instruct_examples
+
+    model = tiny_model(with_llm=False)
+    tok = model.tokenizer
+    pool = _world_pool(6)
+    pool.frame_times = [[0.25 * t + 0.1 * clip for t in range(8)] for clip in range(6)]
+    plain = instruct_examples(pool, tok, model.config, max_turns=4, seed=1)
+    assert instruct_examples(pool, tok, model.config, max_turns=4, seed=1, no_sound_share=0.0) == plain
+    mixed = instruct_examples(pool, tok, model.config, max_turns=4, seed=1, no_sound_share=0.5)
+    silent = [ex for ex in mixed if not ex.meta["sound"]]
+    assert 0 < len(silent) < len(mixed)
+    for ex in mixed:
+        media = [p for p in ex.pieces if isinstance(p, str)]
+        prompt = tok.decode([t for p in ex.pieces if not isinstance(p, str) for t in p])
+        if ex.meta["sound"]:
+            assert media == ["audio", "video"]
+        else:
+            assert media == ["video"]
+            # The engine's message for a file without sound, with this clip's frame times.
+            assert frame_message(pool.frame_times[ex.clip]).strip() in prompt
+            assert "audio" not in prompt.lower() and "sound" not in prompt.split("seconds.")[0].lower()
+    # Every short question is still asked exactly once; questions about sound only with sound.
+    asked = sorted((ex.clip, tok.decode(p)) for ex in mixed for p, sup in zip(ex.pieces, ex.supervised, strict=True)
+                   if sup)
+    assert asked == sorted((ex.clip, tok.decode(p)) for ex in plain
+                           for p, sup in zip(ex.pieces, ex.supervised, strict=True) if sup)
+    silent_skills = {qa.skill for ex in silent for qa in pool.qas[ex.clip]
+                     if any(qa.question in tok.decode(p) for p in ex.pieces if not isinstance(p, str))}
+    assert silent_skills and not silent_skills & set(SOUND_SKILLS)

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     toy.add_argument("--yes-no-answers", choices=YES_NO_ANSWERS, default=None,
                      help="stage 2: teach yes/no answers as the short verdict ('No.') or as the fact, then the "
                           "verdict ('The circle is red, so no.')")
+    toy.add_argument("--no-sound-share", type=float, default=None, metavar="F",
+                     help="stage 2: share of conversations about the video as a file without a sound track")
     toy.add_argument("--stage-steps", type=_counts, default=None, metavar="N0,N1,N2",
                      help="optimizer steps of stages 0, 1 and 2 (fewer for a quicker, weaker model)")
     parser.add_argument("--threads", type=int, default=None,
@@ -99,7 +101,7 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
     """Set the toy-world options given on the command line; refuse them for other recipes."""
     flags = (("--caption-loss", args.caption_loss), ("--attribute-loss", args.attribute_loss), ("--stem", args.stem),
              ("--vision-lr-scale", args.vision_lr_scale), ("--yes-no-answers", args.yes_no_answers),
-             ("--stage-steps", args.stage_steps))
+             ("--stage-steps", args.stage_steps), ("--no-sound-share", args.no_sound_share))
     given = [flag for flag, value in flags if value is not None]
     if given and args.recipe != "toy-world":
         raise SystemExit(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the toy-world "
@@ -117,6 +119,12 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
         for spec in recipe.stages:
             if spec.objective == "instruct":
                 spec.yes_no_answers = args.yes_no_answers
+    if args.no_sound_share is not None:
+        if not 0 <= args.no_sound_share <= 1:
+            raise SystemExit(f"--no-sound-share is a share between 0 and 1, not {args.no_sound_share}")
+        for spec in recipe.stages:
+            if spec.objective == "instruct":
+                spec.no_sound_share = args.no_sound_share
     if args.stage_steps is not None:
         if len(args.stage_steps) != len(recipe.stages):
             raise SystemExit(f"--stage-steps needs {len(recipe.stages)} counts (stages "

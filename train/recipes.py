@@ -40,6 +40,7 @@ class StageSpec:
     audio_from: str = "audio"  # "audio": real fbank clips; "vision": frames, the paper's AL trick
     max_turns: int = 1  # toy-world stage 2: questions about one clip packed into a conversation
     yes_no_answers: str = "verdict"  # toy-world stage 2: one of YES_NO_ANSWERS
+    no_sound_share: float = 0.0  # toy-world stage 2: share of conversations about the video without its sound
     caption_weight: float = 0.0  # toy-world stage 0: weight of the frame-caption generation loss
     attribute_weight: float = 0.0  # toy-world stage 0: weight of the (shape, colour, place) label loss
 

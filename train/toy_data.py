@@ -144,6 +144,7 @@ class Pool:
     video_captions: list[list[str]]  # visual part of each caption phrasing
     sound_captions: list[str]
     qas: list[list[QA]] = field(default_factory=list)
+    frame_times: list[list[float]] = field(default_factory=list)  # N x T seconds, for the frame message
 
 
 def _widen_colours(scene: Scene, rng: np.random.Generator, amount: int = 30) -> None:
@@ -163,7 +164,7 @@ def render_pool(model_cfg: VideoLlamaConfig, n: int, seed: int, split: str = "tr
     """Render ``n`` scenes of ``split`` and preprocess them for training."""
     world = world or WorldConfig()
     a = model_cfg.audio
-    fobjs = []
+    fobjs, times = [], []
     scenes, frames, ftexts, fbanks, stexts, vcaps, scaps, qas = [], [], [], [], [], [], [], []
     for i in range(n):
         rng = scene_rng(seed, split, i)
@@ -173,7 +174,8 @@ def render_pool(model_cfg: VideoLlamaConfig, n: int, seed: int, split: str = "tr
         video, fps, wave, sr = render_arrays(scene)
         idx = frame_indices(len(video), num_frames)
         frames.append(torch.from_numpy(resize_frames(video[idx], model_cfg.vision.image_size)))
-        objs = [frame_objects(scene, k / fps) for k in idx]
+        times.append([k / fps for k in idx])
+        objs = [frame_objects(scene, t) for t in times[-1]]
         fobjs.append(objs)
         ftexts.append([describe_objects(o) for o in objs])
         fb, starts = fbank_clips(wave, sr, a)
@@ -185,4 +187,5 @@ def render_pool(model_cfg: VideoLlamaConfig, n: int, seed: int, split: str = "tr
         qas.append(make_qa(scene, rng))
         scenes.append(scene)
     return Pool(scenes=scenes, frames=torch.stack(frames), frame_texts=ftexts, frame_objs=fobjs,
-                fbank=torch.stack(fbanks), sound_texts=stexts, video_captions=vcaps, sound_captions=scaps, qas=qas)
+                fbank=torch.stack(fbanks), sound_texts=stexts, video_captions=vcaps, sound_captions=scaps, qas=qas,
+                frame_times=times)

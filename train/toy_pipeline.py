@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from model.config import VideoLlamaConfig
+from model.media import frame_message
 from model.media_common import normalise
 from model.video_llama import build_model
 from train import stages
@@ -26,6 +27,7 @@ from train.world import COLOURS, SHAPES
 FEATURES_FILE = "features.pt"
 IMAGES_PER_CLIP = 4  # stage 0 takes several frames of one clip so position must be encoded
 HARD_NEGATIVES = 4  # per image: its description with one attribute changed
+SOUND_SKILLS = ("sound_pitch", "sound_pattern", "audio_visual")  # questions a video without sound cannot answer
 
 
 def save_folder(model, folder: Path) -> None:
@@ -244,8 +246,8 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
     examples1 = caption_examples(pool, model.tokenizer)[:limit]
     run_lm_stage(model, examples1, feats, spec1, out, acc, resume)
-    examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns,
-                                  yes_no_answers=spec2.yes_no_answers)[:limit]
+    examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns, yes_no_answers=spec2.yes_no_answers,
+                                  no_sound_share=spec2.no_sound_share)[:limit]
     run_lm_stage(model, examples2, feats, spec2, out, acc, resume)
     final = out / "final"
     if acc.is_main_process:
@@ -267,8 +269,8 @@ def caption_examples(pool: Pool, tokenizer) -> list[stages.Example]:
     return out
 
 
-def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: int = 1,
-                      seed: int = 0, yes_no_answers: str = "verdict") -> list[stages.Example]:
+def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: int = 1, seed: int = 0,
+                      yes_no_answers: str = "verdict", no_sound_share: float = 0.0) -> list[stages.Example]:
     """Stage 2: the questions of every clip in the chat prompt inference uses.
 
     ``max_turns`` > 1 packs a clip's short questions into conversations of 1 to ``max_turns``
@@ -277,6 +279,11 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
     forward is the whole cost, that is about three times the answers per second for the
     same steps. Long description answers stay single-turn. ``yes_no_answers`` is one of
     ``train.recipes.YES_NO_ANSWERS``.
+
+    ``no_sound_share``: that share of the conversations show the video as a file without a
+    sound track (video tokens only, the original's frame-time message), as the chat engine
+    does for such files; their questions about sound move to a conversation of their own,
+    with sound. At 0 every conversation has both branches, and the examples are unchanged.
     """
     if yes_no_answers not in YES_NO_ANSWERS:
         raise ValueError(f"yes_no_answers must be one of {YES_NO_ANSWERS}, not {yes_no_answers!r}")
@@ -294,8 +301,18 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
         k = 0
         while k < len(order):
             n = int(rng.integers(1, max_turns + 1))
-            out.append(_conversation(tokenizer, cfg, i, [short[j] for j in order[k:k + n]], yes_no_answers))
+            qas = [short[j] for j in order[k:k + n]]
             k += n
+            # Drawn only when asked for, so the default recipe's examples stay as they were.
+            if no_sound_share and rng.random() < no_sound_share:
+                seen = [qa for qa in qas if qa.skill not in SOUND_SKILLS]
+                heard = [qa for qa in qas if qa.skill in SOUND_SKILLS]
+                if seen:
+                    message = frame_message(pool.frame_times[i])
+                    out.append(_conversation(tokenizer, cfg, i, seen, yes_no_answers, frame_message=message))
+                    qas = heard
+            if qas:
+                out.append(_conversation(tokenizer, cfg, i, qas, yes_no_answers))
     return out
 
 
@@ -310,8 +327,11 @@ def _target(qa, yes_no_answers: str) -> str:
     return qa.answer[:1].upper() + qa.answer[1:] + "."
 
 
-def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, yes_no_answers: str) -> stages.Example:
+def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, yes_no_answers: str,
+                  frame_message: str | None = None) -> stages.Example:
+    """One conversation about ``clip``; with a ``frame_message``, about the video without its sound."""
     turns = [(qa.question, _target(qa, yes_no_answers)) for qa in qas]
-    pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns)
+    pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns, with_audio=frame_message is None,
+                                              frame_message=frame_message or "")
     return stages.Example(pieces, sup, clip=clip, meta={"skill": qas[0].skill, "kind": qas[0].kind,
-                                                              "turns": len(qas)})
+                                                        "turns": len(qas), "sound": frame_message is None})

@@ -101,7 +101,7 @@ def test_evaluate_with_a_perfect_and_a_useless_answerer(tmp_path):
 
 
 def test_cli_json_is_one_object_with_accuracy_and_n(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(evaluate, "engine_answerer", lambda model_dir: (lambda p, q: "yes"))
+    monkeypatch.setattr(evaluate, "engine_answerer", lambda model_dir, use_audio=True: (lambda p, q: "yes"))
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
     args = parser.parse_args(["--json", "--clips", "1", "--no-another-way", "--media-dir", str(tmp_path)])
@@ -110,6 +110,29 @@ def test_cli_json_is_one_object_with_accuracy_and_n(tmp_path, monkeypatch, capsy
     assert set(out) == {"accuracy", "n", "by_form", "says_yes"} and out["n"] > 10
     assert all(0.0 <= v <= 1.0 for v in out["accuracy"].values())
     assert out["says_yes"] == {"true_claims": 1.0, "false_claims": 1.0}  # this answerer always says yes
+
+
+def test_no_sound_gives_videos_without_sound_and_asks_only_what_needs_none(tmp_path, monkeypatch, capsys):
+    asked = []
+
+    def fake_answerer(model_dir, use_audio=True):
+        asked.append(use_audio)
+        return lambda p, q: "yes"
+
+    monkeypatch.setattr(evaluate, "engine_answerer", fake_answerer)
+    monkeypatch.setattr(evaluate, "another_way_items", lambda folder: [
+        Item("ffmpeg.mp4", RED), Item("ffmpeg.mp4", QA("another_way_pitch", "High or low?", "low", "low", [["low"]]))])
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    for flags in ([], ["--no-sound"]):
+        args = parser.parse_args(["--json", "--clips", "2", "--media-dir", str(tmp_path), *flags])
+        assert evaluate.main(args) == 0
+        skills = set(json.loads(capsys.readouterr().out)["accuracy"])
+        if flags:
+            assert skills == {"colour", "shape", "count", "motion", "temporal_order"}
+        else:
+            assert {"sound_pitch", "sound_pattern", "audio_visual", "another_way_pitch"} <= skills
+    assert asked == [True, False]
 
 
 @pytest.mark.slow

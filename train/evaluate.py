@@ -127,8 +127,18 @@ def scene_text(scene) -> dict:
 
 
 # -- answering ----------------------------------------------------------------------------
-def engine_answerer(model_dir: Path, max_new_tokens: int = 48) -> Callable[[str, str], str]:
-    """A function (media path, question) -> greedy answer, through the chat engine."""
+# What a video without its sound cannot answer (descriptions name the sound too).
+NEEDS_SOUND = ("sound_pitch", "sound_pattern", "audio_visual", "description", "another_way_pitch")
+
+
+def without_sound(items: list[Item]) -> list[Item]:
+    """The questions a video file without a sound track can still answer."""
+    return [i for i in items if i.qa.skill not in NEEDS_SOUND]
+
+
+def engine_answerer(model_dir: Path, max_new_tokens: int = 48, use_audio: bool = True) -> Callable[[str, str], str]:
+    """A function (media path, question) -> greedy answer, through the chat engine; without
+    ``use_audio`` each video is given as the engine gives a file that has no sound track."""
     from model.checkpoint import load_model
     from model.engine import ChatEngine, GenerationSettings
 
@@ -137,7 +147,7 @@ def engine_answerer(model_dir: Path, max_new_tokens: int = 48) -> Callable[[str,
 
     def answer(path: str, question: str) -> str:
         conv = engine.new_conversation()
-        engine.attach_media(conv, path)
+        engine.attach_media(conv, path, use_audio=use_audio)
         return "".join(engine.ask(conv, question, settings))
 
     return answer
@@ -214,6 +224,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media-dir", type=Path, default=Path("runs") / "eval-media",
                         help="where the rendered clips are kept between runs")
     parser.add_argument("--dump", type=Path, default=None, help="write every question and answer (JSONL)")
+    parser.add_argument("--no-sound", action="store_true",
+                        help="give each video without its sound (as a file with no sound track) and ask only "
+                             "the questions that need no sound")
     parser.add_argument("--oracle-text", action="store_true",
                         help="ask the frozen LLM alone with the scene's caption in place of the media: "
                              "what the LLM makes of a perfect description, zero-shot")
@@ -229,7 +242,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         if not args.no_another_way:
             items += another_way_items(args.media_dir)
-        answerer = engine_answerer(args.model)
+        answerer = engine_answerer(args.model, use_audio=not args.no_sound)
+    if args.no_sound:
+        items = without_sound(items)
     result, records = evaluate(answerer, items, progress=not args.json)
     if args.dump:
         args.dump.write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -340,7 +340,8 @@ def test_projections_start_at_the_word_embedding_norm():
 
 def test_some_instruction_conversations_show_the_video_without_its_sound():
     from model.media import frame_message
-    from train.toy_pipeline import SOUND_SKILLS, instruct_examples
+    from train.toy_pipeline import instruct_examples
+    from train.world_qa import SOUND_SKILLS
 
     model = tiny_model(with_llm=False)
     tok = model.tokenizer

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train.world import COLOURS, sample_scene, scene_rng
-from train.world_qa import NO, QA, YES, make_qa, score_answer
+from train.world_qa import NO, QA, SOUND_SKILLS, YES, make_qa, score_answer
 
 SUITES = ("toy-world",)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "toy-world"
@@ -128,7 +128,7 @@ def scene_text(scene) -> dict:
 
 # -- answering ----------------------------------------------------------------------------
 # What a video without its sound cannot answer (descriptions name the sound too).
-NEEDS_SOUND = ("sound_pitch", "sound_pattern", "audio_visual", "description", "another_way_pitch")
+NEEDS_SOUND = (*SOUND_SKILLS, "description", "another_way_pitch")
 
 
 def without_sound(items: list[Item]) -> list[Item]:

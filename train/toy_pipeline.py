@@ -23,11 +23,11 @@ from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
 from train.toy_data import POSITION_BINS, Pool, corrupt_objects, describe_objects, render_pool
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
 from train.world import COLOURS, SHAPES
+from train.world_qa import SOUND_SKILLS
 
 FEATURES_FILE = "features.pt"
 IMAGES_PER_CLIP = 4  # stage 0 takes several frames of one clip so position must be encoded
 HARD_NEGATIVES = 4  # per image: its description with one attribute changed
-SOUND_SKILLS = ("sound_pitch", "sound_pattern", "audio_visual")  # questions a video without sound cannot answer
 
 
 def save_folder(model, folder: Path) -> None:

@@ -17,6 +17,7 @@ from train.world import COLOURS, PATTERNS, SHAPES, Scene, Shape, SoundSegment
 
 SKILLS = ("colour", "shape", "count", "motion", "temporal_order", "sound_pitch", "sound_pattern",
           "audio_visual", "description")
+SOUND_SKILLS = ("sound_pitch", "sound_pattern", "audio_visual")  # what a video without its sound cannot answer
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 MOTION_PHRASE = {"left": "moves to the left", "right": "moves to the right", "up": "moves up",

@@ -189,3 +189,47 @@ def test_oracle_text_puts_the_scene_words_where_the_media_goes(tmp_path, monkeyp
     seen, heard = items[0].context["video"], items[0].context["audio"]
     assert seen and heard and seen in prompt and heard in prompt and items[0].qa.question in prompt
     assert "<ImageHere>" not in prompt and prompt.index(heard) < prompt.index(seen)  # audio slot comes first
+
+
+def test_image_items_are_still_frames_of_the_heldout_scenes_with_questions_about_them(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from model.media import load_media
+    from train.evaluate import image_items
+    from train.world import sample_scene, scene_rng
+
+    items = image_items(tmp_path, 3)
+    paths = sorted({i.path for i in items})
+    assert len(paths) == 3 and all(p.endswith(".png") for p in paths)
+    assert load_media(paths[0]).kind == "image"
+    for i, path in enumerate(paths):
+        scene = sample_scene(scene_rng(evaluate.EVAL_SEED, "train", i), "train")
+        t = int(path[-6:-4]) / scene.config.fps
+        visible = [s for s in scene.shapes if s.visible(t)]
+        pixels = np.asarray(Image.open(path))
+        for s in visible:  # the picture shows the shapes of that moment, in their colours
+            x, y = s.position(t, scene.config.duration)
+            assert tuple(pixels[int(round(y)), int(round(x))]) == s.rgb
+        mine = [it.qa for it in items if it.path == path]
+        assert {q.skill for q in mine} == {"colour", "shape", "count"}
+        assert all("video" not in q.question for q in mine)
+        count = next(q for q in mine if q.skill == "count" and q.kind == "open")
+        assert count.answer == {1: "one", 2: "two", 3: "three"}[len(visible)]
+    key = lambda its: [(i.path, i.qa.question, i.qa.answer) for i in its]
+    assert key(image_items(tmp_path, 3)) == key(items)
+
+
+def test_cli_images_asks_about_still_images_only(tmp_path, monkeypatch, capsys):
+    asked = []
+    monkeypatch.setattr(evaluate, "engine_answerer",
+                        lambda model_dir, use_audio=True: (lambda p, q: asked.append(p) or "Red."))
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    args = parser.parse_args(["--json", "--images", "--clips", "2", "--media-dir", str(tmp_path)])
+    assert evaluate.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["accuracy"]) == {"colour", "shape", "count"} and out["n"] == len(asked) >= 10
+    assert all(p.endswith(".png") for p in asked)
+    with pytest.raises(SystemExit, match="--images"):
+        evaluate.main(parser.parse_args(["--images", "--no-sound", "--media-dir", str(tmp_path)]))

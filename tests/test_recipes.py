@@ -370,3 +370,70 @@ def test_some_instruction_conversations_show_the_video_without_its_sound():
     silent_skills = {qa.skill for ex in silent for qa in pool.qas[ex.clip]
                      if any(qa.question in tok.decode(p) for p in ex.pieces if not isinstance(p, str))}
     assert silent_skills and not silent_skills & set(SOUND_SKILLS)
+
+
+def _pool_with_frames(n: int):
+    from train.toy_data import frame_objects
+    from train.world import sample_scene, scene_rng
+
+    pool = _world_pool(n)
+    pool.scenes = [sample_scene(scene_rng(3, "train", i), "train") for i in range(n)]
+    pool.frame_times = [[0.5 * t + 0.25 for t in range(8)] for _ in range(n)]
+    pool.frame_objs = [[frame_objects(s, t) for t in times] for s, times in zip(pool.scenes, pool.frame_times,
+                                                                               strict=True)]
+    return pool
+
+
+def test_some_clips_also_give_one_frame_as_a_still_image_with_questions_about_it():
+    from model.prompts import IMAGE_SYSTEM
+    from train.toy_pipeline import caption_examples, instruct_examples
+    from train.world_qa import NUMBER_WORDS
+
+    model = tiny_model(with_llm=False)
+    tok = model.tokenizer
+    pool = _pool_with_frames(8)
+    pool.video_captions = [["a caption"]] * 8
+    pool.sound_captions = ["a sound"] * 8
+    plain = instruct_examples(pool, tok, model.config, max_turns=4, seed=1)
+    assert instruct_examples(pool, tok, model.config, max_turns=4, seed=1, image_share=0.0) == plain
+    mixed = instruct_examples(pool, tok, model.config, max_turns=4, seed=1, image_share=0.6)
+    images = [ex for ex in mixed if ex.meta["media"] == "image"]
+    # The video conversations are the same ones, in the same order.
+    assert [ex for ex in mixed if ex.meta["media"] != "image"] == plain
+    assert images and {ex.meta["skill"] for ex in images} <= {"colour", "shape", "count"}
+    for ex in images:
+        assert [p for p in ex.pieces if isinstance(p, str)] == ["image"]
+        prompt = tok.decode([t for p in ex.pieces if not isinstance(p, str) for t in p])
+        assert "<Image>" in prompt and IMAGE_SYSTEM[:40] in prompt and "video" not in prompt.lower()
+        shown = pool.frame_objs[ex.clip][ex.frame]
+        assert shown  # the frame shows at least one shape
+        answers = [tok.decode(p) for p, sup in zip(ex.pieces, ex.supervised, strict=True) if sup]
+        questions = " ".join(tok.decode(p) for p, sup in zip(ex.pieces, ex.supervised, strict=True)
+                             if not sup and not isinstance(p, str))
+        if "How many" in questions and ex.meta["turns"] == 1:
+            assert answers[0].strip().startswith(NUMBER_WORDS[len(shown)].capitalize())
+    captions = caption_examples(pool, tok, image_share=1.0)
+    image_caps = [ex for ex in captions if "image" in ex.pieces]
+    assert len(image_caps) == 8 and len(captions) == 8 + 2 * 8
+    for ex in image_caps:
+        text = tok.decode(ex.pieces[-1]).lower()
+        assert all(f"{obj[1]} {obj[2]}" in text for obj in pool.frame_objs[ex.clip][ex.frame])
+    assert not any("image" in ex.pieces for ex in caption_examples(pool, tok))
+
+
+def test_image_slots_get_the_video_path_on_their_one_frame_and_batches_keep_one_prompt_form():
+    from train.toy_pipeline import batch_features, prefix_groups
+
+    model = tiny_model(with_llm=False)
+    video = torch.randn(3, 4, 6, 32)
+    feats = {"video": video, "audio": torch.randn(3, 8, 20)}
+    batch = [stages.Example([[1, 2], "image", [5]], [False, False, True], clip=2, frame=3),
+             stages.Example([[1, 3], "audio", [6], "video", [7]], [False] * 4 + [True], clip=0)]
+    got = batch_features(batch, feats, torch.device("cpu"))
+    assert torch.equal(got["image"], torch.stack([video[2, 3:4], video[0, 0:1]]))
+    assert torch.equal(got["video"], video[[2, 0]])
+    assert "image" not in batch_features(batch[1:], feats, torch.device("cpu"))
+    with torch.no_grad():
+        tokens = stages.media_tokens(model, got)
+        torch.testing.assert_close(tokens["image"][0], model.video_tokens(video[2:3, 3:4])[0])
+    assert prefix_groups(batch + batch[:1] + [batch[1]]) == [[0, 2], [1, 3]]

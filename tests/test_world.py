@@ -267,3 +267,35 @@ def test_manifest_round_trip_and_bad_line(tmp_path):
         f.write('{"clip_id": "x"}\n')
     with pytest.raises(ValueError, match=r"manifest.jsonl:3"):
         read_manifest(tmp_path)
+
+
+# -- still images ---------------------------------------------------------------------
+def test_a_frame_as_a_still_image_renders_that_frame_and_its_questions_fit_it():
+    from train.world_qa import frame_scene, image_caption, image_qa
+
+    checked = 0
+    for item in ITEMS[:20]:
+        frames, fps, _, _ = render_arrays(item.scene)
+        for k in (3, 20, 31):
+            still = frame_scene(item.scene, k / fps)
+            visible = [s for s in item.scene.shapes if s.visible(k / fps)]
+            assert [s.name for s in still.shapes] == [s.name for s in visible]
+            # The still scene draws exactly the frame the video showed at that time.
+            assert np.array_equal(render_arrays(still)[0][0], frames[k])
+            if not visible:
+                with pytest.raises(ValueError, match="without shapes"):
+                    image_qa(still, np.random.default_rng(0))
+                continue
+            caption = image_caption(still)
+            left_to_right = sorted(visible, key=lambda s: s.position(k / fps, item.scene.config.duration))
+            assert caption.lower().rstrip(".").replace(" and ", ", ").split(", ") == [
+                f"a {s.size} {s.colour} {s.shape}" for s in left_to_right]
+            qas = image_qa(still, np.random.default_rng(k))
+            assert {q.skill for q in qas} == {"colour", "shape", "count"}
+            for qa in qas:
+                assert "video" not in qa.question + qa.full
+                assert score_answer(qa, qa.full) and not score_answer(qa, qa.distractors[0])
+                if qa.skill == "count" and qa.kind == "open":
+                    assert qa.answer == NUMBER_WORDS[len(visible)]
+            checked += 1
+    assert checked > 20

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "verdict ('The circle is red, so no.')")
     toy.add_argument("--no-sound-share", type=float, default=None, metavar="F",
                      help="stage 2: share of conversations about the video as a file without a sound track")
+    toy.add_argument("--image-share", type=float, default=None, metavar="F",
+                     help="stages 1 and 2: share of clips that also give one frame as a still image (caption, "
+                          "colour/shape/count questions)")
     toy.add_argument("--stage-steps", type=_counts, default=None, metavar="N0,N1,N2",
                      help="optimizer steps of stages 0, 1 and 2 (fewer for a quicker, weaker model)")
     parser.add_argument("--threads", type=int, default=None,
@@ -101,7 +104,8 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
     """Set the toy-world options given on the command line; refuse them for other recipes."""
     flags = (("--caption-loss", args.caption_loss), ("--attribute-loss", args.attribute_loss), ("--stem", args.stem),
              ("--vision-lr-scale", args.vision_lr_scale), ("--yes-no-answers", args.yes_no_answers),
-             ("--stage-steps", args.stage_steps), ("--no-sound-share", args.no_sound_share))
+             ("--stage-steps", args.stage_steps), ("--no-sound-share", args.no_sound_share),
+             ("--image-share", args.image_share))
     given = [flag for flag, value in flags if value is not None]
     if given and args.recipe != "toy-world":
         raise SystemExit(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the toy-world "
@@ -119,12 +123,15 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
         for spec in recipe.stages:
             if spec.objective == "instruct":
                 spec.yes_no_answers = args.yes_no_answers
-    if args.no_sound_share is not None:
-        if not 0 <= args.no_sound_share <= 1:
-            raise SystemExit(f"--no-sound-share is a share between 0 and 1, not {args.no_sound_share}")
+    for flag, value, field, objectives in (("--no-sound-share", args.no_sound_share, "no_sound_share", ("instruct",)),
+                                           ("--image-share", args.image_share, "image_share", ("caption", "instruct"))):
+        if value is None:
+            continue
+        if not 0 <= value <= 1:
+            raise SystemExit(f"{flag} is a share between 0 and 1, not {value}")
         for spec in recipe.stages:
-            if spec.objective == "instruct":
-                spec.no_sound_share = args.no_sound_share
+            if spec.objective in objectives:
+                setattr(spec, field, value)
     if args.stage_steps is not None:
         if len(args.stage_steps) != len(recipe.stages):
             raise SystemExit(f"--stage-steps needs {len(recipe.stages)} counts (stages "

@@ -7,7 +7,9 @@ sets (``--split``): ``new-clips``, scenes never trained on, drawn like the train
 colour/shape pair that training never shows (composition, a harder test). Free-text answers are scored by keywords
 (``train.world_qa.score_answer``). A second set checks generalisation beyond our renderer:
 clips drawn by ffmpeg's own filters with an ffmpeg sine tone, asked for colour and pitch
-(skills ``another_way_colour`` and ``another_way_pitch``).
+(skills ``another_way_colour`` and ``another_way_pitch``). ``--no-sound`` gives each video as
+a file without a sound track and ``--images`` one frame of each clip as a still PNG image, the
+two other forms the app sends.
 """
 
 from __future__ import annotations
@@ -95,6 +97,33 @@ def heldout_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str 
             render_clip(scene, path)
         context = scene_text(scene)
         items += [Item(str(path), qa, context) for qa in make_qa(scene, rng)]
+    return items
+
+
+def image_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = "new-clips") -> list[Item]:
+    """One frame of each of the ``n_clips`` held-out scenes (the scenes ``heldout_items`` draws),
+    saved as a PNG still image, with colour, shape and count questions about what it shows."""
+    import numpy as np
+    from PIL import Image
+
+    from train.world_qa import frame_scene, image_qa
+    from train.world_render import render_frames
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    world_split = SPLITS[split]
+    items = []
+    for i in range(n_clips):
+        scene = sample_scene(scene_rng(seed, world_split, i), world_split)
+        fps = scene.config.fps
+        frames = render_frames(scene)  # (N, H, W, 3)
+        rng = np.random.default_rng([seed, 2, i])
+        shown = [k for k in range(len(frames)) if any(s.visible(k / fps) for s in scene.shapes)]
+        k = int(rng.choice(shown))
+        path = folder / f"{world_split}-{seed}-{i:04d}-frame{k:02d}.png"
+        if not path.exists():
+            Image.fromarray(frames[k]).save(path)
+        items += [Item(str(path), qa) for qa in image_qa(frame_scene(scene, k / fps), rng)]
     return items
 
 
@@ -227,6 +256,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sound", action="store_true",
                         help="give each video without its sound (as a file with no sound track) and ask only "
                              "the questions that need no sound")
+    parser.add_argument("--images", action="store_true",
+                        help="ask about one frame of each held-out clip, given as a still PNG image "
+                             "(colour, shape and count)")
     parser.add_argument("--oracle-text", action="store_true",
                         help="ask the frozen LLM alone with the scene's caption in place of the media: "
                              "what the LLM makes of a perfect description, zero-shot")
@@ -235,7 +267,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.clips < 1:
         raise SystemExit("--clips must be at least 1")
+    if args.images and (args.no_sound or args.oracle_text):
+        raise SystemExit("--images asks about still images; it does not combine with --no-sound or --oracle-text")
     args.media_dir.mkdir(parents=True, exist_ok=True)
+    if args.images:
+        items = image_items(args.media_dir, args.clips, split=args.split)
+        result, records = evaluate(engine_answerer(args.model), items, progress=not args.json)
+        return _report(args, result, records)
     items = heldout_items(args.media_dir, args.clips, split=args.split)
     if args.oracle_text:
         answerer = oracle_text_answerer(args.model, {i.path: i.context for i in items})
@@ -246,6 +284,10 @@ def main(args: argparse.Namespace) -> int:
     if args.no_sound:
         items = without_sound(items)
     result, records = evaluate(answerer, items, progress=not args.json)
+    return _report(args, result, records)
+
+
+def _report(args: argparse.Namespace, result: dict, records: list) -> int:
     if args.dump:
         args.dump.write_text("".join(json.dumps(r) + "\n" for r in records))
     if args.json:

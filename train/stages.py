@@ -256,12 +256,13 @@ def audio_text_loss(model, heads: ContrastiveHeads, fbank: torch.Tensor, texts: 
 @dataclass
 class Example:
     """One training sequence. ``pieces`` are token-id lists or a media slot name
-    ("video" / "audio"); ``supervised`` says, per piece, whether its tokens carry loss."""
+    ("video" / "audio" / "image"); ``supervised`` says, per piece, whether its tokens carry loss."""
 
     pieces: list[list[int] | str]
     supervised: list[bool]
     clip: int  # row of the precomputed features
     meta: dict = field(default_factory=dict)
+    frame: int = 0  # which of the clip's frames an "image" slot shows
 
 
 def assemble(embed: nn.Module, examples: list[Example], media: dict[str, torch.Tensor]):
@@ -403,6 +404,9 @@ def media_tokens(model, batch_feats: dict[str, torch.Tensor]) -> dict[str, torch
         out["video"] = model.video_tokens(batch_feats["video"])  # (B, Qv, D)
     if "audio" in batch_feats:
         out["audio"] = model.audio_tokens(batch_feats["audio"])  # (B, Qa, D)
+    if "image" in batch_feats:
+        # A still image goes through the video path as a video of one frame, as the engine does.
+        out["image"] = model.video_tokens(batch_feats["image"])  # (B, 1, Qi, H) -> (B, Qv, D)
     return out
 
 
@@ -414,7 +418,7 @@ def lm_batch_loss(model, examples: list[Example], feats: dict[str, torch.Tensor]
     prefix_kv = None
     if prefix is not None:
         prefix_kv = prefix_cache.get(model.llm, prefix)
-        examples = [Example(ex.pieces[1:], ex.supervised[1:], ex.clip, ex.meta) for ex in examples]
+        examples = [Example(ex.pieces[1:], ex.supervised[1:], ex.clip, ex.meta, ex.frame) for ex in examples]
     embeds, mask, labels = assemble(model.llm.get_input_embeddings(), examples, media)
     return supervised_lm_loss(model.llm, embeds, mask, labels, prefix_kv), len(examples)
 

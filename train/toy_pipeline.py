@@ -23,7 +23,7 @@ from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
 from train.toy_data import POSITION_BINS, Pool, corrupt_objects, describe_objects, render_pool
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
 from train.world import COLOURS, SHAPES
-from train.world_qa import SOUND_SKILLS
+from train.world_qa import SOUND_SKILLS, frame_scene, image_caption, image_qa
 
 FEATURES_FILE = "features.pt"
 IMAGES_PER_CLIP = 4  # stage 0 takes several frames of one clip so position must be encoded
@@ -179,15 +179,19 @@ def run_lm_stage(model, examples: list[stages.Example], feats: dict[str, torch.T
     cfg = spec.train
     prefixes = stages.PrefixCache()
 
+    groups = prefix_groups(examples)
+    sizes = torch.tensor([len(rows) for rows in groups], dtype=torch.float)
+
     def batch_fn(index: int, rank: int, world: int):
         g = batch_generator(cfg.seed, index, rank)
         if len(examples) <= cfg.batch_size:
             rows = list(range(len(examples)))  # a tiny set (--quick): the same full batch each step
         else:
-            rows = torch.randint(len(examples), (cfg.batch_size,), generator=g).tolist()
+            # Each batch from one prompt form, so the prefix cache serves every batch.
+            group = groups[int(torch.multinomial(sizes, 1, generator=g))] if len(groups) > 1 else groups[0]
+            rows = [group[r] for r in torch.randint(len(group), (cfg.batch_size,), generator=g).tolist()]
         batch = [examples[r] for r in rows]
-        clips = torch.tensor([ex.clip for ex in batch])
-        return batch, {k: v[clips].float().to(acc.device) for k, v in feats.items()}
+        return batch, batch_features(batch, feats, acc.device)
 
     def loss_fn(batch):
         exs, f = batch
@@ -195,6 +199,26 @@ def run_lm_stage(model, examples: list[stages.Example], feats: dict[str, torch.T
 
     _run_stage(spec, params, loss_fn, batch_fn, out, acc, resume, lambda d: save_folder(model, d))
     model.eval()
+
+
+def prefix_groups(examples: list[stages.Example]) -> list[list[int]]:
+    """Indices of ``examples`` grouped by their first piece (the prompt up to the first media
+    slot: one group per system prompt and media message form), in order of first appearance."""
+    groups: dict = {}
+    for i, ex in enumerate(examples):
+        first = ex.pieces[0]
+        groups.setdefault(first if isinstance(first, str) else tuple(first), []).append(i)
+    return list(groups.values())
+
+
+def batch_features(batch: list[stages.Example], feats: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """The precomputed features of a batch's clips, plus each image example's frame."""
+    clips = torch.tensor([ex.clip for ex in batch])
+    out = {k: v[clips].float().to(device) for k, v in feats.items()}
+    if any("image" in ex.pieces for ex in batch):
+        frames = torch.tensor([ex.frame for ex in batch])
+        out["image"] = feats["video"][clips, frames][:, None].float().to(device)  # (B, 1, Qi, H)
+    return out
 
 
 def _run_stage(spec: StageSpec, params, loss_fn, batch_fn, out: Path, acc, resume: bool, save_fn) -> None:
@@ -244,10 +268,10 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     if not resume:
         _log(f"projections rescaled to word-embedding norm by {match_word_scale(model, feats)}")
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
-    examples1 = caption_examples(pool, model.tokenizer)[:limit]
+    examples1 = caption_examples(pool, model.tokenizer, image_share=spec1.image_share)[:limit]
     run_lm_stage(model, examples1, feats, spec1, out, acc, resume)
     examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns, yes_no_answers=spec2.yes_no_answers,
-                                  no_sound_share=spec2.no_sound_share)[:limit]
+                                  no_sound_share=spec2.no_sound_share, image_share=spec2.image_share)[:limit]
     run_lm_stage(model, examples2, feats, spec2, out, acc, resume)
     final = out / "final"
     if acc.is_main_process:
@@ -256,9 +280,14 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     return final
 
 
-def caption_examples(pool: Pool, tokenizer) -> list[stages.Example]:
-    """Stage 1: [BOS] media caption [EOS], for the video and the audio branch of every clip."""
+def caption_examples(pool: Pool, tokenizer, image_share: float = 0.0, seed: int = 0) -> list[stages.Example]:
+    """Stage 1: [BOS] media caption [EOS], for the video and the audio branch of every clip.
+
+    ``image_share``: that share of the clips also gives one sampled frame as a still image with
+    its caption (the paper's image-text pairs, through the video path with T = 1).
+    """
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token
+    rng = np.random.default_rng([seed, 1])
     out = []
     for i in range(len(pool.scenes)):
         for cap in pool.video_captions[i]:
@@ -266,11 +295,38 @@ def caption_examples(pool: Pool, tokenizer) -> list[stages.Example]:
             out.append(stages.Example([[bos], "video", ids], [False, False, True], clip=i))
         ids = tokenizer(pool.sound_captions[i] + eos, add_special_tokens=False).input_ids
         out.append(stages.Example([[bos], "audio", ids], [False, False, True], clip=i))
+        if image_share and rng.random() < image_share and (k := image_frame(pool, i, rng)) is not None:
+            text = image_caption(frame_scene(pool.scenes[i], pool.frame_times[i][k]))
+            ids = tokenizer(text + eos, add_special_tokens=False).input_ids
+            out.append(stages.Example([[bos], "image", ids], [False, False, True], clip=i, frame=k))
+    return out
+
+
+def image_frame(pool: Pool, clip: int, rng: np.random.Generator) -> int | None:
+    """One of the clip's sampled frames that shows a shape (None if none does)."""
+    shown = [k for k, objs in enumerate(pool.frame_objs[clip]) if objs]
+    return int(rng.choice(shown)) if shown else None
+
+
+def _image_conversations(pool: Pool, tokenizer, cfg: VideoLlamaConfig, clip: int, rng: np.random.Generator,
+                         max_turns: int, yes_no_answers: str) -> list[stages.Example]:
+    """Colour, shape and count questions about one frame of ``clip`` given as a still image."""
+    k = image_frame(pool, clip, rng)
+    if k is None:
+        return []
+    qas = image_qa(frame_scene(pool.scenes[clip], pool.frame_times[clip][k]), rng)
+    order = rng.permutation(len(qas))
+    out, j = [], 0
+    while j < len(order):
+        n = int(rng.integers(1, max_turns + 1))
+        out.append(_conversation(tokenizer, cfg, clip, [qas[m] for m in order[j:j + n]], yes_no_answers, frame=k))
+        j += n
     return out
 
 
 def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: int = 1, seed: int = 0,
-                      yes_no_answers: str = "verdict", no_sound_share: float = 0.0) -> list[stages.Example]:
+                      yes_no_answers: str = "verdict", no_sound_share: float = 0.0,
+                      image_share: float = 0.0) -> list[stages.Example]:
     """Stage 2: the questions of every clip in the chat prompt inference uses.
 
     ``max_turns`` > 1 packs a clip's short questions into conversations of 1 to ``max_turns``
@@ -284,12 +340,19 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
     sound track (video tokens only, the original's frame-time message), as the chat engine
     does for such files; their questions about sound move to a conversation of their own,
     with sound. At 0 every conversation has both branches, and the examples are unchanged.
+
+    ``image_share``: that share of the clips also gives one sampled frame as a still image, with
+    colour, shape and count questions about it (``train.world_qa.image_qa``) in the engine's
+    image prompt. Drawn from a generator of its own, so the video conversations stay the same.
     """
     if yes_no_answers not in YES_NO_ANSWERS:
         raise ValueError(f"yes_no_answers must be one of {YES_NO_ANSWERS}, not {yes_no_answers!r}")
     rng = np.random.default_rng(seed)
+    image_rng = np.random.default_rng([seed, 1])
     out = []
     for i, qas in enumerate(pool.qas):
+        if image_share and image_rng.random() < image_share:
+            out += _image_conversations(pool, tokenizer, cfg, i, image_rng, max_turns, yes_no_answers)
         short = []
         for qa in qas:
             if qa.skill == "description":
@@ -328,10 +391,17 @@ def _target(qa, yes_no_answers: str) -> str:
 
 
 def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, yes_no_answers: str,
-                  frame_message: str | None = None) -> stages.Example:
-    """One conversation about ``clip``; with a ``frame_message``, about the video without its sound."""
+                  frame_message: str | None = None, frame: int | None = None) -> stages.Example:
+    """One conversation about ``clip``; with a ``frame_message``, about the video without its
+    sound; with a ``frame``, about that frame as a still image."""
     turns = [(qa.question, _target(qa, yes_no_answers)) for qa in qas]
-    pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns, with_audio=frame_message is None,
-                                              frame_message=frame_message or "")
-    return stages.Example(pieces, sup, clip=clip, meta={"skill": qas[0].skill, "kind": qas[0].kind,
-                                                        "turns": len(qas), "sound": frame_message is None})
+    if frame is not None:
+        pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns, kind="image",
+                                                  with_audio=False, slot_names={"video": "image"})
+    else:
+        pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns,
+                                                  with_audio=frame_message is None, frame_message=frame_message or "")
+    kind = "image" if frame is not None else "video" if frame_message is None else "video without sound"
+    return stages.Example(pieces, sup, clip=clip, frame=frame or 0,
+                          meta={"skill": qas[0].skill, "kind": qas[0].kind, "turns": len(qas),
+                                "sound": frame is None and frame_message is None, "media": kind})

@@ -8,6 +8,7 @@ alternatives, and an answer is right when every group has a whole-word match and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -382,3 +383,39 @@ assert tuple(SKILL_BUILDERS) == SKILLS
 def make_qa(scene: Scene, rng: np.random.Generator) -> list[QA]:
     """Questions for every skill (one to three each), phrasings drawn from ``rng``."""
     return [qa for skill in SKILLS for qa in SKILL_BUILDERS[skill](scene, rng)]
+
+
+# -- still images: one frame of a scene --------------------------------------------------
+IMAGE_SKILLS = ("colour", "shape", "count")  # what one frame can answer
+
+
+def frame_scene(scene: Scene, t: float) -> Scene:
+    """The scene as one still frame at ``t``: the shapes visible then, nothing moving, no sound."""
+    dur = scene.config.duration
+    shapes = [dataclasses.replace(s, motion="still", start_xy=s.position(t, dur), end_xy=s.position(t, dur),
+                                  appear=0.0, leave=dur, bounce_period=0.0, bounce_height=0.0)
+              for s in scene.shapes if s.visible(t)]
+    return dataclasses.replace(scene, shapes=shapes, sounds=[], sound_mode="silent")
+
+
+def _as_image(qa: QA) -> QA:
+    # The video phrasings, said of a picture ("Is there a red shape in the image?").
+    return dataclasses.replace(qa, question=qa.question.replace("video", "image"),
+                               full=qa.full.replace("video", "image"))
+
+
+def image_caption(still: Scene) -> str:
+    """What a still frame shows: "A large red circle and a small blue star." (left to right)."""
+    if not still.shapes:
+        return "An empty plain background."
+    order = sorted(still.shapes, key=lambda s: s.start_xy)
+    text = _listing([f"a {s.size} {s.colour} {s.shape}" for s in order])
+    return text[0].upper() + text[1:] + "."
+
+
+def image_qa(still: Scene, rng: np.random.Generator) -> list[QA]:
+    """Colour, shape and count questions about a still frame (``frame_scene``) with at least one
+    shape, phrased for an image."""
+    if not still.shapes:
+        raise ValueError("a frame without shapes has no image questions; pick a time when a shape is visible")
+    return [_as_image(qa) for skill in IMAGE_SKILLS for qa in SKILL_BUILDERS[skill](still, rng)]

@@ -20,7 +20,7 @@ its ``lm_head`` (a 49k-way matrix for SmolLM2) runs on the few answer positions 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -418,7 +418,7 @@ def lm_batch_loss(model, examples: list[Example], feats: dict[str, torch.Tensor]
     prefix_kv = None
     if prefix is not None:
         prefix_kv = prefix_cache.get(model.llm, prefix)
-        examples = [Example(ex.pieces[1:], ex.supervised[1:], ex.clip, ex.meta, ex.frame) for ex in examples]
+        examples = [replace(ex, pieces=ex.pieces[1:], supervised=ex.supervised[1:]) for ex in examples]
     embeds, mask, labels = assemble(model.llm.get_input_embeddings(), examples, media)
     return supervised_lm_loss(model.llm, embeds, mask, labels, prefix_kv), len(examples)
 

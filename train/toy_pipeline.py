@@ -315,13 +315,19 @@ def _image_conversations(pool: Pool, tokenizer, cfg: VideoLlamaConfig, clip: int
     if k is None:
         return []
     qas = image_qa(frame_scene(pool.scenes[clip], pool.frame_times[clip][k]), rng)
+    return [_conversation(tokenizer, cfg, clip, group, yes_no_answers, frame=k)
+            for group in _packed(qas, rng, max_turns)]
+
+
+def _packed(qas: list, rng: np.random.Generator, max_turns: int):
+    """``qas`` shuffled, in groups of 1 to ``max_turns``; lazy, so a caller's own draws from
+    ``rng`` between groups keep their place in its sequence."""
     order = rng.permutation(len(qas))
-    out, j = [], 0
-    while j < len(order):
+    k = 0
+    while k < len(order):
         n = int(rng.integers(1, max_turns + 1))
-        out.append(_conversation(tokenizer, cfg, clip, [qas[m] for m in order[j:j + n]], yes_no_answers, frame=k))
-        j += n
-    return out
+        yield [qas[j] for j in order[k:k + n]]
+        k += n
 
 
 def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: int = 1, seed: int = 0,
@@ -360,12 +366,7 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
                     out.append(_conversation(tokenizer, cfg, i, [qa], yes_no_answers))
             else:
                 short.append(qa)
-        order = rng.permutation(len(short))
-        k = 0
-        while k < len(order):
-            n = int(rng.integers(1, max_turns + 1))
-            qas = [short[j] for j in order[k:k + n]]
-            k += n
+        for qas in _packed(short, rng, max_turns):
             # Drawn only when asked for, so the default recipe's examples stay as they were.
             if no_sound_share and rng.random() < no_sound_share:
                 seen = [qa for qa in qas if qa.skill not in SOUND_SKILLS]

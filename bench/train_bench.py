@@ -9,6 +9,12 @@ cached shared prefix (fp32, the CPU default), and the same with the frozen LLM i
 PyTorch's fused attention and with plain ("eager") attention. On a CPU with AVX512-BF16 a bf16
 matmul runs at about twice the fp32 rate, but the fused attention's bf16 backward is slow.
 Prints medians and their ratios; nothing is asserted.
+
+``--part sampling`` compares how stage-2 batches are drawn, on the examples of ``--clips``
+rendered clips in the recipe's mix of prompt forms (bf16 LLM, plain attention, prefix cache, as
+training runs): rows drawn uniformly within a prompt form, against rows drawn from one of
+``train.toy_pipeline.length_buckets`` (examples of similar length). Prints the share of the
+LLM's positions that are padding and the median step time of each, interleaved.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from model.config import VideoLlamaConfig  # noqa: E402
 from model.llm import load_llm  # noqa: E402
 from model.video_llama import build_model  # noqa: E402
 from train import stages  # noqa: E402
-from train.recipes import TOY_WORLD_MODEL  # noqa: E402
+from train.recipes import TOY_WORLD_MODEL, get_recipe  # noqa: E402
 from train.toy_data import render_pool  # noqa: E402
-from train.toy_pipeline import instruct_examples  # noqa: E402
+from train.toy_pipeline import draw_rows, instruct_examples, length_buckets, prefix_groups  # noqa: E402
 
 
 def full_logits_loss(model, examples, feats):
@@ -41,20 +47,77 @@ def full_logits_loss(model, examples, feats):
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=stages.IGNORE)
 
 
+def random_feats(cfg, n: int) -> dict[str, torch.Tensor]:
+    # Timing only: what the frozen encoders would give, in shape.
+    return {"video": torch.randn(n, 8, cfg.image_qformer.num_queries, cfg.image_qformer.hidden_size),
+            "audio": torch.randn(n, cfg.audio.num_clips, cfg.audio.out_dim)}
+
+
+def padded_len(examples, slot_len: dict[str, int]) -> tuple[int, int]:
+    """(real, padded) LLM positions of one batch after its shared first piece (the prefix cache)."""
+    lens = [sum(slot_len[p] if isinstance(p, str) else len(p) for p in ex.pieces[1:]) for ex in examples]
+    return sum(lens), max(lens) * len(lens)
+
+
+def compare_sampling(model, cfg, args) -> None:
+    from train.toy_pipeline import batch_features
+
+    stage2 = get_recipe("toy-world").stages[2]
+    pool = render_pool(cfg, args.clips, seed=11)
+    examples = instruct_examples(pool, model.tokenizer, cfg, stage2.max_turns, no_sound_share=stage2.no_sound_share,
+                                 image_share=stage2.image_share)
+    feats = random_feats(cfg, args.clips)
+    groups = prefix_groups(examples)
+    ways = {"uniform in prompt form": groups, "length buckets": length_buckets(examples, groups, 4 * args.batch)}
+    q = cfg.video_qformer.num_queries
+    slot_len = {"video": q, "image": q, "audio": cfg.audio_qformer.num_queries}
+    cache = stages.PrefixCache()
+    model.llm.set_attn_implementation("eager")
+    g = torch.Generator().manual_seed(0)
+    times = {k: [] for k in ways}
+    positions = {k: [0, 0] for k in ways}
+    for step in range(args.steps + 1):
+        for name, buckets in ways.items():
+            batch = [examples[r] for r in draw_rows(buckets, args.batch, g)]
+            f = batch_features(batch, feats, torch.device("cpu"))
+            t = time.perf_counter()
+            stages.lm_batch_loss(model, batch, f, cache)[0].backward()
+            if step:  # step 0 warms up: fills the prefix cache, lets oneDNN pick its kernels
+                times[name].append(time.perf_counter() - t)
+                real, padded = padded_len(batch, slot_len)
+                positions[name][0] += real
+                positions[name][1] += padded
+    print(f"{len(examples)} stage-2 examples of {args.clips} clips, batch {args.batch}, {args.steps} steps each, "
+          f"threads {torch.get_num_threads()}")
+    base = statistics.median(times["uniform in prompt form"])
+    for name, ts in times.items():
+        real, padded = positions[name]
+        med = statistics.median(ts)
+        print(f"{name:24s} padding {1 - real / padded:5.1%}  mean length {padded / args.steps / args.batch:5.1f}  "
+              f"median {med:5.2f} s/step  x{base / med:4.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--part", choices=("ways", "sampling", "all"), default="all")
+    parser.add_argument("--clips", type=int, default=300, help="--part sampling: rendered clips")
+    parser.add_argument("--steps", type=int, default=8, help="--part sampling: timed steps per way")
     args = parser.parse_args()
     cfg = VideoLlamaConfig.from_dict(TOY_WORLD_MODEL)
     model = build_model(cfg, device="cpu", with_llm=False)
+    stages.branch_parameters(model, ("video", "audio"))
+    if args.part in ("sampling", "all"):
+        model.llm, model.tokenizer = load_llm(cfg.llm, precision="bf16", device="cpu")
+        compare_sampling(model, cfg, args)
+        if args.part == "sampling":
+            return
     model.llm, model.tokenizer = load_llm(cfg.llm, precision="fp32", device="cpu")
     pool = render_pool(cfg, 4, seed=11)
     examples = instruct_examples(pool, model.tokenizer, cfg, max_turns=4)[: args.batch]
     rows = torch.tensor([e.clip for e in examples])
-    feats = {"video": torch.randn(4, 8, cfg.image_qformer.num_queries, cfg.image_qformer.hidden_size)[rows],
-             "audio": torch.randn(4, cfg.audio.num_clips, cfg.audio.out_dim)[rows]}
-    stages.branch_parameters(model, ("video", "audio"))
+    feats = {k: v[rows] for k, v in random_feats(cfg, 4).items()}
     fp32_llm = model.llm
     bf16_llm, _ = load_llm(cfg.llm, precision="bf16", device="cpu")
 

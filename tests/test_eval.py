@@ -212,7 +212,9 @@ def test_image_items_are_still_frames_of_the_heldout_scenes_with_questions_about
             x, y = s.position(t, scene.config.duration)
             assert tuple(pixels[int(round(y)), int(round(x))]) == s.rgb
         mine = [it.qa for it in items if it.path == path]
-        assert {q.skill for q in mine} == {"colour", "shape", "count"}
+        assert {q.skill for q in mine} == {"colour", "shape", "count", "description"}
+        described = next(q for q in mine if q.skill == "description").answer.lower()
+        assert all(f"{s.colour} {s.shape}" in described for s in visible)
         assert all("video" not in q.question for q in mine)
         count = next(q for q in mine if q.skill == "count" and q.kind == "open")
         assert count.answer == {1: "one", 2: "two", 3: "three"}[len(visible)]
@@ -229,7 +231,7 @@ def test_cli_images_asks_about_still_images_only(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["--json", "--images", "--clips", "2", "--media-dir", str(tmp_path)])
     assert evaluate.main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["accuracy"]) == {"colour", "shape", "count"} and out["n"] == len(asked) >= 10
+    assert set(out["accuracy"]) == {"colour", "shape", "count", "description"} and out["n"] == len(asked) >= 10
     assert all(p.endswith(".png") for p in asked)
     with pytest.raises(SystemExit, match="--images"):
         evaluate.main(parser.parse_args(["--images", "--no-sound", "--media-dir", str(tmp_path)]))

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -400,7 +401,7 @@ def test_some_clips_also_give_one_frame_as_a_still_image_with_questions_about_it
     images = [ex for ex in mixed if ex.meta["media"] == "image"]
     # The video conversations are the same ones, in the same order.
     assert [ex for ex in mixed if ex.meta["media"] != "image"] == plain
-    assert images and {ex.meta["skill"] for ex in images} <= {"colour", "shape", "count"}
+    assert images and {ex.meta["skill"] for ex in images} == {"colour", "shape", "count", "description"}
     for ex in images:
         assert [p for p in ex.pieces if isinstance(p, str)] == ["image"]
         prompt = tok.decode([t for p in ex.pieces if not isinstance(p, str) for t in p])
@@ -412,6 +413,8 @@ def test_some_clips_also_give_one_frame_as_a_still_image_with_questions_about_it
                              if not sup and not isinstance(p, str))
         if "How many" in questions and ex.meta["turns"] == 1:
             assert answers[0].strip().startswith(NUMBER_WORDS[len(shown)].capitalize())
+        if ex.meta["skill"] == "description":  # a long answer: alone in its conversation, naming what is shown
+            assert ex.meta["turns"] == 1 and all(f"{o[1]} {o[2]}" in answers[0].lower() for o in shown)
     captions = caption_examples(pool, tok, image_share=1.0)
     image_caps = [ex for ex in captions if "image" in ex.pieces]
     assert len(image_caps) == 8 and len(captions) == 8 + 2 * 8
@@ -437,3 +440,42 @@ def test_image_slots_get_the_video_path_on_their_one_frame_and_batches_keep_one_
         tokens = stages.media_tokens(model, got)
         torch.testing.assert_close(tokens["image"][0], model.video_tokens(video[2:3, 3:4])[0])
     assert prefix_groups(batch + batch[:1] + [batch[1]]) == [[0, 2], [1, 3]]
+
+
+def test_length_buckets_keep_prompt_forms_apart_and_hold_examples_of_similar_length():
+    from train.toy_pipeline import length_buckets, prefix_groups
+
+    rng = np.random.default_rng(0)
+    examples = [stages.Example([[1, form], "video", list(range(int(n)))], [False, False, True], clip=0)
+                for form, n in zip(rng.integers(2, 4, 50), rng.integers(1, 40, 50), strict=True)]
+    groups = prefix_groups(examples)
+    buckets = length_buckets(examples, groups, 8)
+    assert sorted(i for b in buckets for i in b) == list(range(50))  # each example exactly once
+    assert all(1 <= len(b) <= 8 for b in buckets)
+    lengths = [[len(examples[i].pieces[-1]) for i in b] for b in buckets]
+    for group in groups:
+        mine = [b for b in buckets if b[0] in group]
+        assert all(set(b) <= set(group) for b in mine)  # one prompt form per bucket
+        flat = [n for b in mine for n in [len(examples[i].pieces[-1]) for i in b]]
+        assert flat == sorted(flat)  # buckets run from short to long
+        assert len(mine) == -(-len(group) // 8)
+    # Alike within a bucket: far less padding than a bucket of the same size drawn at random.
+    pad = sum(max(n) * len(n) - sum(n) for n in lengths)
+    shuffled = [int(i) for i in rng.permutation(50)]
+    random_pad = sum(max(m) * len(m) - sum(m) for m in
+                     ([len(examples[i].pieces[-1]) for i in shuffled[k:k + 8]] for k in range(0, 50, 8)))
+    assert pad < random_pad / 3
+
+
+def test_each_batch_comes_from_one_bucket_and_every_example_is_equally_likely():
+    from train.toy_pipeline import draw_rows
+
+    buckets = [[0, 1, 2], [3, 4, 5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18], [19]]
+    g = torch.Generator().manual_seed(0)
+    counts = np.zeros(20)
+    for _ in range(4000):
+        rows = draw_rows(buckets, 4, g)
+        assert len(rows) == 4 and any(set(rows) <= set(b) for b in buckets)
+        np.add.at(counts, rows, 1)
+    # 16,000 rows over 20 examples: 800 each; a small bucket's rows are not favoured.
+    assert counts.min() > 650 and counts.max() < 950, counts

@@ -291,7 +291,8 @@ def test_a_frame_as_a_still_image_renders_that_frame_and_its_questions_fit_it():
             assert caption.lower().rstrip(".").replace(" and ", ", ").split(", ") == [
                 f"a {s.size} {s.colour} {s.shape}" for s in left_to_right]
             qas = image_qa(still, np.random.default_rng(k))
-            assert {q.skill for q in qas} == {"colour", "shape", "count"}
+            assert {q.skill for q in qas} == {"colour", "shape", "count", "description"}
+            assert qas[-1].skill == "description" and qas[-1].answer == caption
             for qa in qas:
                 assert "video" not in qa.question + qa.full
                 assert score_answer(qa, qa.full) and not score_answer(qa, qa.distractors[0])

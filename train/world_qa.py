@@ -413,9 +413,23 @@ def image_caption(still: Scene) -> str:
     return text[0].upper() + text[1:] + "."
 
 
+def qa_image_description(still: Scene, rng: np.random.Generator) -> QA:
+    """"Describe the image." answered with ``image_caption``: scored, like the video's
+    description, on naming every shape and colour shown and no colour or shape that is not."""
+    q = _pick(rng, ["Describe the image.", "What is in this picture?", "What do you see in the image?",
+                    "Give a short description of the image."])
+    keys = [[s.colour] for s in still.shapes] + [[s.shape] for s in still.shapes]
+    absent = [c for c in COLOURS if c not in {s.colour for s in still.shapes}]
+    absent += [k for k in SHAPES if k not in {s.shape for s in still.shapes}]
+    text = image_caption(still)
+    return QA("description", q, text, text, keys, absent)
+
+
 def image_qa(still: Scene, rng: np.random.Generator) -> list[QA]:
     """Colour, shape and count questions about a still frame (``frame_scene``) with at least one
-    shape, phrased for an image."""
+    shape, phrased for an image, then one description question (drawn last, so the others stay
+    what they were before it was added)."""
     if not still.shapes:
         raise ValueError("a frame without shapes has no image questions; pick a time when a shape is visible")
-    return [_as_image(qa) for skill in IMAGE_SKILLS for qa in SKILL_BUILDERS[skill](still, rng)]
+    qas = [_as_image(qa) for skill in IMAGE_SKILLS for qa in SKILL_BUILDERS[skill](still, rng)]
+    return qas + [qa_image_description(still, rng)]

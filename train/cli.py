@@ -91,7 +91,7 @@ def _positive_ints(text: str, what: str, example: str) -> tuple[int, ...]:
 
 
 def _counts(text: str) -> tuple[int, ...]:
-    return _positive_ints(text, "step counts", "800,100,1100")
+    return _positive_ints(text, "step counts", "800,100,900")
 
 
 def _channels(text: str) -> tuple[int, ...]:

@@ -117,12 +117,12 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
         s2 = dataclasses.replace(s1, lr=1e-3, warmup_steps=2)
     else:
         # Sized for about 60 minutes on 2 cores (see bench/train_bench.py for throughput; stage-2
-        # batches of alike lengths made its steps 1.62 times as fast, bought back as 1,100 steps).
+        # batches of alike lengths made its steps 1.62 times as fast, bought back as 900 steps).
         s0 = TrainConfig(max_steps=800, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=50,
                          weight_decay=0.05, log_every=20, save_every=200)
         s1 = TrainConfig(max_steps=100, batch_size=16, lr=2e-3, min_lr=1e-4, warmup_steps=10,
                          weight_decay=0.05, log_every=5, save_every=50)
-        s2 = TrainConfig(max_steps=1100, batch_size=16, lr=1.5e-3, min_lr=5e-5, warmup_steps=15,
+        s2 = TrainConfig(max_steps=900, batch_size=16, lr=1.5e-3, min_lr=5e-5, warmup_steps=15,
                          weight_decay=0.05, log_every=5, save_every=50)
     # Some clips also teach a still frame as an image, and some conversations show the video
     # as a file without a sound track, as the chat engine sends both: without them the model

@@ -14,7 +14,7 @@ Prints medians and their ratios; nothing is asserted.
 rendered clips in the recipe's mix of prompt forms (bf16 LLM, plain attention, prefix cache, as
 training runs): rows drawn uniformly within a prompt form, against rows drawn from one of
 ``train.toy_pipeline.length_buckets`` (examples of similar length). Prints the share of the
-LLM's positions that are padding and the median step time of each, interleaved.
+LLM's positions that are padding and the median and mean step time of each, interleaved.
 """
 
 from __future__ import annotations
@@ -37,7 +37,13 @@ from model.video_llama import build_model  # noqa: E402
 from train import stages  # noqa: E402
 from train.recipes import TOY_WORLD_MODEL, get_recipe  # noqa: E402
 from train.toy_data import render_pool  # noqa: E402
-from train.toy_pipeline import draw_rows, instruct_examples, length_buckets, prefix_groups  # noqa: E402
+from train.toy_pipeline import (  # noqa: E402
+    batch_features,
+    draw_rows,
+    instruct_examples,
+    length_buckets,
+    prefix_groups,
+)
 
 
 def full_logits_loss(model, examples, feats):
@@ -60,8 +66,6 @@ def padded_len(examples, slot_len: dict[str, int]) -> tuple[int, int]:
 
 
 def compare_sampling(model, cfg, args) -> None:
-    from train.toy_pipeline import batch_features
-
     stage2 = get_recipe("toy-world").stages[2]
     pool = render_pool(cfg, args.clips, seed=11)
     examples = instruct_examples(pool, model.tokenizer, cfg, stage2.max_turns, no_sound_share=stage2.no_sound_share,

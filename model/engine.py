@@ -225,10 +225,16 @@ class ChatEngine:
         with conv.lock:
             return dict(conv.last_trace)
 
-    def close(self) -> None:
-        """Stop the workers after the queued requests (the engine is unusable afterwards)."""
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Stop the workers after the queued requests and wait up to ``timeout`` seconds for them
+        (the engine is unusable afterwards). Waiting matters at exit: a worker still inside torch
+        while the interpreter shuts down aborts the process ("terminate called without an active
+        exception", exit status 134)."""
         for _ in self._workers:
             self._jobs.put(None)
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout)
 
     # -- checks --------------------------------------------------------------------
     def _check_question(self, conv: Conversation, question: Any) -> str:

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,16 @@ def test_batch_reports_bad_lines_and_resumes(monkeypatch, capsys, tmp_path, vide
     assert _run(monkeypatch, "batch", "--input", str(questions), "--output", str(answers), "--retry-errors",
                 *TINY) == 1
     assert "1 answered, 1 failed" in capsys.readouterr().out  # line 3 now works, line 2 is still bad
+
+
+@pytest.mark.slow
+def test_chat_exits_cleanly_after_answering(video):
+    # A worker thread still winding down inside torch while the interpreter exits aborted the
+    # process after every answer (status 134, "terminate called without an active exception").
+    # Seen with the bundled model (a real LLM), not with the tiny preset.
+    result = subprocess.run([sys.executable, "launch.py", "chat", "--video", str(video), "-q", "What moves?",
+                             "--max-new-tokens", "6", "--greedy"],
+                            capture_output=True, text=True, timeout=300, cwd=Path(launch.__file__).parent)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout.startswith("Q: What moves?\nA: ")
+    assert "terminate called" not in result.stderr

@@ -368,10 +368,16 @@ def qa_description(scene: Scene, rng) -> list[QA]:
     caps = captions(scene)
     q = _pick(rng, ["Describe the video.", "What happens in this video?", "Describe what you see and hear.",
                     "Give a short description of the clip."])
-    keys = [[s.colour] for s in scene.shapes] + [[s.shape] for s in scene.shapes]
-    absent = [c for c in COLOURS if c not in {s.colour for s in scene.shapes}]
-    absent += [k for k in SHAPES if k not in {s.shape for s in scene.shapes}]
-    return [QA("description", q, caps[0], caps[0], keys, absent)]
+    return [QA("description", q, caps[0], caps[0], *_description_words(scene.shapes))]
+
+
+def _description_words(shapes: list[Shape]) -> tuple[list[list[str]], list[str]]:
+    """What a right description names (each shape and each colour shown) and what it may not
+    name (every other colour and shape)."""
+    keys = [[s.colour] for s in shapes] + [[s.shape] for s in shapes]
+    absent = [c for c in COLOURS if c not in {s.colour for s in shapes}]
+    absent += [k for k in SHAPES if k not in {s.shape for s in shapes}]
+    return keys, absent
 
 
 SKILL_BUILDERS = {"colour": qa_colour, "shape": qa_shape, "count": qa_count, "motion": qa_motion,
@@ -418,11 +424,8 @@ def qa_image_description(still: Scene, rng: np.random.Generator) -> QA:
     description, on naming every shape and colour shown and no colour or shape that is not."""
     q = _pick(rng, ["Describe the image.", "What is in this picture?", "What do you see in the image?",
                     "Give a short description of the image."])
-    keys = [[s.colour] for s in still.shapes] + [[s.shape] for s in still.shapes]
-    absent = [c for c in COLOURS if c not in {s.colour for s in still.shapes}]
-    absent += [k for k in SHAPES if k not in {s.shape for s in still.shapes}]
     text = image_caption(still)
-    return QA("description", q, text, text, keys, absent)
+    return QA("description", q, text, text, *_description_words(still.shapes))
 
 
 def image_qa(still: Scene, rng: np.random.Generator) -> list[QA]:

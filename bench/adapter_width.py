@@ -1,0 +1,128 @@
+"""Does a wider video/audio Q-Former fit the toy world faster? Short stages 1 and 2, side by side.
+
+    python bench/adapter_width.py [--model checkpoints/toy-world] [--widths 128,384]
+                                  [--stage1-steps 40] [--stage2-steps 150] [--out /tmp/adapter_width]
+
+The bundled model underfits its own training clips (``bench/fit_gap.py``), and its adapters are
+narrow (Q-Former width 128, against the frozen LLM's 576). This runs the recipe's stages 1 and 2,
+shortened, once per width on the same frozen encoders (read from ``--model``), the same rendered
+clips, the same batches in the same order and the same seed for the fresh adapters, and prints
+the training loss of each: if width were what holds the model back, the wider adapters' loss
+would fall faster. Loss is logged every 5 steps; the table gives the mean of each fifth of the
+stage-2 log, how many logged points the first width is below each other width, and the seconds
+per stage-2 step. Width w uses w // 64 heads and an MLP of 4 w (128 keeps the recipe's own
+4 heads and 256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model.checkpoint import load_model  # noqa: E402
+from model.config import VideoLlamaConfig  # noqa: E402
+from model.llm import load_llm  # noqa: E402
+from model.video_llama import build_model  # noqa: E402
+from train import stages  # noqa: E402
+from train.recipes import toy_world  # noqa: E402
+from train.toy_data import render_pool  # noqa: E402
+from train.toy_pipeline import caption_examples, instruct_examples, match_word_scale, precompute, run_lm_stage  # noqa: E402
+from train.trainer import make_accelerator  # noqa: E402
+
+ADAPTERS = ("video_qformer", "audio_qformer")
+
+
+def widened(cfg: VideoLlamaConfig, width: int) -> dict:
+    """``cfg`` as a dict with both adapter Q-Formers at ``width``."""
+    d = copy.deepcopy(cfg.to_dict())
+    if width != d["video_qformer"]["hidden_size"]:
+        for name in ADAPTERS:
+            d[name].update(hidden_size=width, num_heads=max(1, width // 64), intermediate_size=4 * width)
+    return d
+
+
+def shortened(spec, steps: int):
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_steps=steps, save_every=10**9))
+
+
+def log_losses(folder: Path) -> tuple[list[float], float]:
+    """Logged losses of a stage, and its seconds per step between the first and last log line."""
+    rows = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    per_step = (rows[-1]["time"] - rows[0]["time"]) / max(1, rows[-1]["step"] - rows[0]["step"])
+    return [r["loss"] for r in rows], per_step
+
+
+def run_width(width: int, source, pool, feats, llm, tok, specs, acc, out: Path) -> None:
+    """Fresh adapters of ``width`` on ``source``'s frozen encoders, through shortened stages 1 and 2."""
+    cfg = VideoLlamaConfig.from_dict(widened(source.config, width))
+    torch.manual_seed(1)  # the same fresh-adapter draw for every width that shares shapes
+    model = build_model(cfg, device=acc.device, with_llm=False)
+    for prefixes in stages.ENCODER_PREFIXES.values():
+        for name in (p.rstrip(".") for p in prefixes):
+            getattr(model, name).load_state_dict(getattr(source, name).state_dict())
+    model.llm, model.tokenizer = llm, tok
+    match_word_scale(model, feats)
+    s1, s2 = specs
+    ex1 = caption_examples(pool, tok, image_share=s1.image_share)
+    ex2 = instruct_examples(pool, tok, cfg, s2.max_turns, yes_no_answers=s2.yes_no_answers,
+                            no_sound_share=s2.no_sound_share, image_share=s2.image_share)
+    run_lm_stage(model, ex1, feats, s1, out, acc, False)
+    run_lm_stage(model, ex2, feats, s2, out, acc, False)
+
+
+def report(widths: list[int], out: Path) -> None:
+    logs = {w: log_losses(out / f"w{w}" / "stage2") for w in widths}
+    n = min(len(losses) for losses, _ in logs.values())
+    parts = min(5, n)  # fifths, or fewer parts on a run too short to log five points
+    size = n // parts
+    print(f"\nstage-2 training loss, mean of each of {parts} parts of {n} logged points (every 5 steps)")
+    print(f"  {'width':>5}  " + "  ".join(f"{i + 1}/{parts}".rjust(6) for i in range(parts)) + "   s/step")
+    for w, (losses, per_step) in logs.items():
+        cells = [sum(losses[i * size:(i + 1) * size]) / size for i in range(parts)]
+        print(f"  {w:>5}  " + "  ".join(f"{c:6.3f}" for c in cells) + f"   {per_step:6.2f}")
+    first, rest = widths[0], widths[1:]
+    for w in rest:
+        below = sum(a < b for a, b in zip(logs[first][0][:n], logs[w][0][:n], strict=True))
+        print(f"  width {first} below width {w} at {below} of {n} logged points (same batches)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "checkpoints" / "toy-world",
+                        help="model folder whose frozen encoders are used")
+    parser.add_argument("--widths", default="128,384")
+    parser.add_argument("--stage1-steps", type=int, default=40)
+    parser.add_argument("--stage2-steps", type=int, default=150)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/adapter_width"))
+    args = parser.parse_args()
+    widths = [int(w) for w in args.widths.split(",")]
+
+    recipe = toy_world()
+    _, s1, s2 = recipe.stages
+    specs = (shortened(s1, args.stage1_steps), shortened(s2, args.stage2_steps))
+    acc = make_accelerator(specs[0].train)
+    source = load_model(args.model, device=acc.device)
+    t0 = time.time()
+    pool = render_pool(source.config, recipe.world["n_train"], recipe.world["seed"])
+    print(f"rendered {len(pool.scenes)} clips in {time.time() - t0:.0f} s", flush=True)
+    feats = precompute(source, pool)
+    llm, tok = load_llm(source.config.llm, precision=stages.backprop_llm_precision(acc.device, "auto"),
+                        device=acc.device)
+    stages.prepare_backprop_llm(llm, acc.device)
+    for w in widths:
+        run_width(w, source, pool, feats, llm, tok, specs, acc, args.out / f"w{w}")
+    report(widths, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Does a wider video/audio Q-Former fit the toy world faster? Short stages 1 and 2, side by side.
 
-    python bench/adapter_width.py [--model checkpoints/toy-world] [--widths 128,384]
+    python bench/adapter_width.py [--model checkpoints/toy-world] [--widths 128,384] [--video-queries 16]
                                   [--stage1-steps 40] [--stage2-steps 150] [--out /tmp/adapter_width]
 
 The bundled model underfits its own training clips (``bench/fit_gap.py``), and its adapters are
@@ -11,7 +11,8 @@ the training loss of each: if width were what holds the model back, the wider ad
 would fall faster. Loss is logged every 5 steps; the table gives the mean of each fifth of the
 stage-2 log, how many logged points the first width is below each other width, and the seconds
 per stage-2 step. Width w uses w // 64 heads and an MLP of 4 w (128 keeps the recipe's own
-4 heads and 256).
+4 heads and 256). ``--video-queries`` also tries other counts of video soft tokens (the original
+has 32); every width is run with every count.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from train.trainer import make_accelerator  # noqa: E402
 ADAPTERS = ("video_qformer", "audio_qformer")
 
 
-def widened(cfg: VideoLlamaConfig, width: int) -> dict:
-    """``cfg`` as a dict with both adapter Q-Formers at ``width``."""
+def widened(cfg: VideoLlamaConfig, width: int, video_queries: int) -> dict:
+    """``cfg`` as a dict with both adapter Q-Formers at ``width`` and ``video_queries`` video tokens."""
     d = copy.deepcopy(cfg.to_dict())
+    d["video_qformer"]["num_queries"] = video_queries
     if width != d["video_qformer"]["hidden_size"]:
         for name in ADAPTERS:
             d[name].update(hidden_size=width, num_heads=max(1, width // 64), intermediate_size=4 * width)
@@ -62,9 +64,9 @@ def log_losses(folder: Path) -> tuple[list[float], float]:
     return [r["loss"] for r in rows], per_step
 
 
-def run_width(width: int, source, pool, feats, llm, tok, specs, acc, out: Path) -> None:
+def run_variant(width: int, queries: int, source, pool, feats, llm, tok, specs, acc, out: Path) -> None:
     """Fresh adapters of ``width`` on ``source``'s frozen encoders, through shortened stages 1 and 2."""
-    cfg = VideoLlamaConfig.from_dict(widened(source.config, width))
+    cfg = VideoLlamaConfig.from_dict(widened(source.config, width, queries))
     torch.manual_seed(1)  # the same fresh-adapter draw for every width that shares shapes
     model = build_model(cfg, device=acc.device, with_llm=False)
     for prefixes in stages.ENCODER_PREFIXES.values():
@@ -80,20 +82,20 @@ def run_width(width: int, source, pool, feats, llm, tok, specs, acc, out: Path) 
     run_lm_stage(model, ex2, feats, s2, out, acc, False)
 
 
-def report(widths: list[int], out: Path) -> None:
-    logs = {w: log_losses(out / f"w{w}" / "stage2") for w in widths}
+def report(variants: list[str], out: Path) -> None:
+    logs = {v: log_losses(out / v / "stage2") for v in variants}
     n = min(len(losses) for losses, _ in logs.values())
     parts = min(5, n)  # fifths, or fewer parts on a run too short to log five points
     size = n // parts
     print(f"\nstage-2 training loss, mean of each of {parts} parts of {n} logged points (every 5 steps)")
-    print(f"  {'width':>5}  " + "  ".join(f"{i + 1}/{parts}".rjust(6) for i in range(parts)) + "   s/step")
-    for w, (losses, per_step) in logs.items():
+    print(f"  {'adapters':>9}  " + "  ".join(f"{i + 1}/{parts}".rjust(6) for i in range(parts)) + "   s/step")
+    for v, (losses, per_step) in logs.items():
         cells = [sum(losses[i * size:(i + 1) * size]) / size for i in range(parts)]
-        print(f"  {w:>5}  " + "  ".join(f"{c:6.3f}" for c in cells) + f"   {per_step:6.2f}")
-    first, rest = widths[0], widths[1:]
-    for w in rest:
-        below = sum(a < b for a, b in zip(logs[first][0][:n], logs[w][0][:n], strict=True))
-        print(f"  width {first} below width {w} at {below} of {n} logged points (same batches)")
+        print(f"  {v:>9}  " + "  ".join(f"{c:6.3f}" for c in cells) + f"   {per_step:6.2f}")
+    first, rest = variants[0], variants[1:]
+    for v in rest:
+        below = sum(a < b for a, b in zip(logs[first][0][:n], logs[v][0][:n], strict=True))
+        print(f"  {first} below {v} at {below} of {n} logged points (same batches)")
 
 
 def main() -> None:
@@ -101,6 +103,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "checkpoints" / "toy-world",
                         help="model folder whose frozen encoders are used")
     parser.add_argument("--widths", default="128,384")
+    parser.add_argument("--video-queries", default=None,
+                        help="counts of video query tokens to try (default: the model's own)")
     parser.add_argument("--stage1-steps", type=int, default=40)
     parser.add_argument("--stage2-steps", type=int, default=150)
     parser.add_argument("--out", type=Path, default=Path("/tmp/adapter_width"))
@@ -119,9 +123,12 @@ def main() -> None:
     llm, tok = load_llm(source.config.llm, precision=stages.backprop_llm_precision(acc.device, "auto"),
                         device=acc.device)
     stages.prepare_backprop_llm(llm, acc.device)
-    for w in widths:
-        run_width(w, source, pool, feats, llm, tok, specs, acc, args.out / f"w{w}")
-    report(widths, args.out)
+    counts = ([int(q) for q in args.video_queries.split(",")] if args.video_queries
+              else [source.config.video_qformer.num_queries])
+    variants = [(w, q) for w in widths for q in counts]
+    for w, q in variants:
+        run_variant(w, q, source, pool, feats, llm, tok, specs, acc, args.out / f"w{w}-q{q}")
+    report([f"w{w}-q{q}" for w, q in variants], args.out)
 
 
 if __name__ == "__main__":

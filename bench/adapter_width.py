@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 from model.checkpoint import load_model  # noqa: E402
 from model.config import VideoLlamaConfig  # noqa: E402
-from model.llm import load_llm  # noqa: E402
 from model.video_llama import build_model  # noqa: E402
 from train import stages  # noqa: E402
 from train.recipes import toy_world  # noqa: E402
@@ -115,13 +114,14 @@ def main() -> None:
     _, s1, s2 = recipe.stages
     specs = (shortened(s1, args.stage1_steps), shortened(s2, args.stage2_steps))
     acc = make_accelerator(specs[0].train)
-    source = load_model(args.model, device=acc.device)
+    # Gradients pass through the frozen LLM, so it is loaded once, in the precision training uses.
+    source = load_model(args.model, device=acc.device,
+                        precision=stages.backprop_llm_precision(acc.device, "auto"))
     t0 = time.time()
     pool = render_pool(source.config, recipe.world["n_train"], recipe.world["seed"])
     print(f"rendered {len(pool.scenes)} clips in {time.time() - t0:.0f} s", flush=True)
     feats = precompute(source, pool)
-    llm, tok = load_llm(source.config.llm, precision=stages.backprop_llm_precision(acc.device, "auto"),
-                        device=acc.device)
+    llm, tok = source.llm, source.tokenizer
     stages.prepare_backprop_llm(llm, acc.device)
     counts = ([int(q) for q in args.video_queries.split(",")] if args.video_queries
               else [source.config.video_qformer.num_queries])

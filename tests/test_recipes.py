@@ -60,6 +60,10 @@ def test_toy_stage0_options_from_the_command_line():
     assert stage0.train.lr_scale == {"vision_encoder": 5.0}
     assert (stage0.attribute_weight, stage0.caption_weight) == (0.5, 0.0)
     assert recipe.stages[1].train.lr_scale == {}  # stage 0 only
+    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--adapter-lr-scale", "3"))
+    assert stage0.train.lr_scale == {"vision_encoder": 5.0}  # the adapters train in stages 1 and 2 only
+    for spec in recipe.stages[1:]:
+        assert spec.train.lr_scale == {"video_qformer": 3.0, "audio_qformer": 3.0}
     assert VideoLlamaConfig.from_dict(recipe.model).vision.stem_channels == (8, 24)
     cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stem", "none"))
     assert recipe.model["vision"]["stem_channels"] == []

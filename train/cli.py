@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "patch embedding")
     toy.add_argument("--vision-lr-scale", type=float, default=None, metavar="X",
                      help="stage 0: multiply the vision encoder's learning rate by X")
+    toy.add_argument("--adapter-lr-scale", type=float, default=None, metavar="X",
+                     help="stages 1 and 2: multiply the video and audio Q-Formers' learning rate by X")
     toy.add_argument("--yes-no-answers", choices=YES_NO_ANSWERS, default=None,
                      help="stage 2: teach yes/no answers as the short verdict ('No.') or as the fact, then the "
                           "verdict ('The circle is red, so no.')")
@@ -103,7 +105,8 @@ def _channels(text: str) -> tuple[int, ...]:
 def apply_toy_options(recipe, args: argparse.Namespace) -> None:
     """Set the toy-world options given on the command line; refuse them for other recipes."""
     flags = (("--caption-loss", args.caption_loss), ("--attribute-loss", args.attribute_loss), ("--stem", args.stem),
-             ("--vision-lr-scale", args.vision_lr_scale), ("--yes-no-answers", args.yes_no_answers),
+             ("--vision-lr-scale", args.vision_lr_scale), ("--adapter-lr-scale", args.adapter_lr_scale),
+             ("--yes-no-answers", args.yes_no_answers),
              ("--stage-steps", args.stage_steps), ("--no-sound-share", args.no_sound_share),
              ("--image-share", args.image_share))
     given = [flag for flag, value in flags if value is not None]
@@ -119,6 +122,10 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
         recipe.model["vision"]["stem_channels"] = list(args.stem)
     if args.vision_lr_scale is not None:
         stage0.train.lr_scale = {**stage0.train.lr_scale, "vision_encoder": args.vision_lr_scale}
+    if args.adapter_lr_scale is not None:
+        for spec in recipe.stages[1:]:
+            spec.train.lr_scale = {**spec.train.lr_scale, "video_qformer": args.adapter_lr_scale,
+                                   "audio_qformer": args.adapter_lr_scale}
     if args.yes_no_answers is not None:
         for spec in recipe.stages:
             if spec.objective == "instruct":

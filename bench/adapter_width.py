@@ -13,8 +13,8 @@ would fall faster. Loss is logged every 5 steps; the table gives the mean of eac
 stage-2 log, how many logged points the first width is below each other width, and the seconds
 per stage-2 step. Width w uses w // 64 heads and an MLP of 4 w (128 keeps the recipe's own
 4 heads and 256). ``--video-queries`` also tries other counts of video soft tokens (the original
-has 32); ``--lr-scales`` multiplies the learning rate of the two adapter Q-Formers (not the
-projections). Every combination is run.
+has 32); ``--lr-scales`` multiplies the learning rate of the adapter Q-Formers named by ``--lr-modules``
+(default both; not the projections). Every combination is run.
 
 After each run it also prints how much of the soft tokens depends on the clip: over 64 training
 clips, the mean length of (token - that position's mean over the clips) divided by the mean token
@@ -85,7 +85,7 @@ def clip_dependence(model, feats: dict[str, torch.Tensor], sample: int = 64) -> 
     return out
 
 
-def run_variant(width: int, queries: int, lr_scale: float, source, pool, feats, llm, tok, specs, acc,
+def run_variant(width: int, queries: int, lr_scale: dict[str, float], source, pool, feats, llm, tok, specs, acc,
                 out: Path) -> dict[str, tuple[float, float]]:
     """Fresh adapters of ``width`` on ``source``'s frozen encoders, through shortened stages 1 and 2;
     returns ``clip_dependence`` of the trained adapters."""
@@ -97,8 +97,7 @@ def run_variant(width: int, queries: int, lr_scale: float, source, pool, feats, 
             getattr(model, name).load_state_dict(getattr(source, name).state_dict())
     model.llm, model.tokenizer = llm, tok
     match_word_scale(model, feats)
-    scale = {name: lr_scale for name in ADAPTERS} if lr_scale != 1 else {}
-    s1, s2 = (dataclasses.replace(s, train=dataclasses.replace(s.train, lr_scale=scale)) for s in specs)
+    s1, s2 = (dataclasses.replace(s, train=dataclasses.replace(s.train, lr_scale=lr_scale)) for s in specs)
     ex1 = caption_examples(pool, tok, image_share=s1.image_share)
     ex2 = instruct_examples(pool, tok, cfg, s2.max_turns, yes_no_answers=s2.yes_no_answers,
                             no_sound_share=s2.no_sound_share, image_share=s2.image_share)
@@ -136,6 +135,8 @@ def main() -> None:
                         help="counts of video query tokens to try (default: the model's own)")
     parser.add_argument("--lr-scales", default="1",
                         help="learning-rate multipliers for the adapter Q-Formers to try")
+    parser.add_argument("--lr-modules", default=",".join(ADAPTERS),
+                        help="which of video_qformer, audio_qformer --lr-scales applies to")
     parser.add_argument("--stage1-steps", type=int, default=40)
     parser.add_argument("--stage2-steps", type=int, default=150)
     parser.add_argument("--out", type=Path, default=Path("/tmp/adapter_width"))
@@ -158,7 +159,11 @@ def main() -> None:
     counts = ([int(q) for q in args.video_queries.split(",")] if args.video_queries
               else [source.config.video_qformer.num_queries])
     scales = [float(x) for x in args.lr_scales.split(",")]
-    variants = {f"w{w}-q{q}" + (f"-lr{x:g}" if x != 1 else ""): (w, q, x)
+    modules = args.lr_modules.split(",")
+    if not set(modules) <= set(ADAPTERS):
+        parser.error(f"--lr-modules: choose among {', '.join(ADAPTERS)}")
+    tag = "" if set(modules) == set(ADAPTERS) else "-" + "-".join(m.split("_")[0] for m in modules)
+    variants = {f"w{w}-q{q}" + (f"-lr{x:g}{tag}" if x != 1 else ""): (w, q, {m: x for m in modules} if x != 1 else {})
                 for w in widths for q in counts for x in scales}
     own = clip_dependence(source, feats)
     print("soft tokens of --model's own adapters: " + "   ".join(

@@ -123,9 +123,10 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
     if args.vision_lr_scale is not None:
         stage0.train.lr_scale = {**stage0.train.lr_scale, "vision_encoder": args.vision_lr_scale}
     if args.adapter_lr_scale is not None:
-        for spec in recipe.stages[1:]:
-            spec.train.lr_scale = {**spec.train.lr_scale, "video_qformer": args.adapter_lr_scale,
-                                   "audio_qformer": args.adapter_lr_scale}
+        for spec in recipe.stages:
+            if spec.objective in ("caption", "instruct"):  # the stages that train the adapters
+                spec.train.lr_scale = {**spec.train.lr_scale, "video_qformer": args.adapter_lr_scale,
+                                       "audio_qformer": args.adapter_lr_scale}
     if args.yes_no_answers is not None:
         for spec in recipe.stages:
             if spec.objective == "instruct":

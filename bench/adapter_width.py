@@ -72,10 +72,16 @@ def log_losses(folder: Path) -> tuple[list[float], float]:
 
 
 def clip_dependence(model, feats: dict[str, torch.Tensor], sample: int = 64) -> dict[str, tuple[float, float]]:
-    """Per branch: (mean soft-token length, share of it that varies from clip to clip)."""
+    """Per branch: (mean soft-token length, share of it that varies from clip to clip).
+
+    In eval mode: the adapter Q-Formers' dropout would otherwise add spread of its own.
+    """
     rows = torch.arange(min(sample, next(iter(feats.values())).shape[0]))
+    was_training = model.training
+    model.eval()
     with torch.no_grad():
         tokens = stages.media_tokens(model, {k: v[rows].float() for k, v in feats.items() if k != "image"})
+    model.train(was_training)
     out = {}
     for name, t in tokens.items():  # (B, Q, D)
         t = t.float()

@@ -1,7 +1,7 @@
 """Does a wider video/audio Q-Former fit the toy world faster? Short stages 1 and 2, side by side.
 
     python bench/adapter_width.py [--model checkpoints/toy-world] [--widths 128,384] [--video-queries 16]
-                                  [--lr-scales 1] [--stage1-steps 40] [--stage2-steps 150]
+                                  [--lr-scales 1] [--centre-weights 0] [--stage1-steps 40] [--stage2-steps 150]
                                   [--out /tmp/adapter_width]
 
 The bundled model underfits its own training clips (``bench/fit_gap.py``), and its adapters are
@@ -14,7 +14,10 @@ stage-2 log, how many logged points the first width is below each other width, a
 per stage-2 step. Width w uses w // 64 heads and an MLP of 4 w (128 keeps the recipe's own
 4 heads and 256). ``--video-queries`` also tries other counts of video soft tokens (the original
 has 32); ``--lr-scales`` multiplies the learning rate of the adapter Q-Formers named by ``--lr-modules``
-(default both; not the projections). Every combination is run.
+(default both; not the projections); ``--centre-weights`` tries ``train --centre-weight`` (a
+penalty on the soft tokens' share that is the same for every clip). Every combination is run.
+The logged training loss includes that penalty, so each run also prints its plain answer loss
+afterwards, in eval mode, on the same 8 batches of stage-2 examples.
 
 After each run it also prints how much of the soft tokens depends on the clip: over 64 training
 clips, the mean length of (token - that position's mean over the clips) divided by the mean token
@@ -44,7 +47,14 @@ from model.video_llama import build_model  # noqa: E402
 from train import stages  # noqa: E402
 from train.recipes import toy_world  # noqa: E402
 from train.toy_data import render_pool  # noqa: E402
-from train.toy_pipeline import caption_examples, instruct_examples, match_word_scale, precompute, run_lm_stage  # noqa: E402
+from train.toy_pipeline import (  # noqa: E402
+    batch_features,
+    caption_examples,
+    instruct_examples,
+    match_word_scale,
+    precompute,
+    run_lm_stage,
+)
 from train.trainer import make_accelerator  # noqa: E402
 
 ADAPTERS = ("video_qformer", "audio_qformer")
@@ -91,10 +101,24 @@ def clip_dependence(model, feats: dict[str, torch.Tensor], sample: int = 64) -> 
     return out
 
 
-def run_variant(width: int, queries: int, lr_scale: dict[str, float], source, pool, feats, llm, tok, specs, acc,
-                out: Path) -> dict[str, tuple[float, float]]:
+@torch.no_grad()
+def answer_loss(model, examples, feats: dict[str, torch.Tensor], batches: int = 8, size: int = 16) -> float:
+    """Mean stage-2 loss without any penalty, in eval mode, on the same ``batches`` for every run."""
+    g = torch.Generator().manual_seed(0)
+    model.eval()
+    losses = []
+    for _ in range(batches):
+        rows = torch.randint(len(examples), (size,), generator=g).tolist()
+        batch = [examples[r] for r in rows]
+        device = next(model.parameters()).device
+        losses.append(float(stages.lm_batch_loss(model, batch, batch_features(batch, feats, device))[0]))
+    return sum(losses) / len(losses)
+
+
+def run_variant(width: int, queries: int, lr_scale: dict[str, float], centre: float, source, pool, feats, llm, tok,
+                specs, acc, out: Path) -> dict[str, tuple[float, float]]:
     """Fresh adapters of ``width`` on ``source``'s frozen encoders, through shortened stages 1 and 2;
-    returns ``clip_dependence`` of the trained adapters."""
+    returns ``clip_dependence`` of the trained adapters and, under "answer loss", ``answer_loss``."""
     cfg = VideoLlamaConfig.from_dict(widened(source.config, width, queries))
     torch.manual_seed(1)  # the same fresh-adapter draw for every width that shares shapes
     model = build_model(cfg, device=acc.device, with_llm=False)
@@ -103,13 +127,14 @@ def run_variant(width: int, queries: int, lr_scale: dict[str, float], source, po
             getattr(model, name).load_state_dict(getattr(source, name).state_dict())
     model.llm, model.tokenizer = llm, tok
     match_word_scale(model, feats)
-    s1, s2 = (dataclasses.replace(s, train=dataclasses.replace(s.train, lr_scale=lr_scale)) for s in specs)
+    s1, s2 = (dataclasses.replace(s, train=dataclasses.replace(s.train, lr_scale=lr_scale), centre_weight=centre)
+              for s in specs)
     ex1 = caption_examples(pool, tok, image_share=s1.image_share)
     ex2 = instruct_examples(pool, tok, cfg, s2.max_turns, yes_no_answers=s2.yes_no_answers,
                             no_sound_share=s2.no_sound_share, image_share=s2.image_share)
     run_lm_stage(model, ex1, feats, s1, out, acc, False)
     run_lm_stage(model, ex2, feats, s2, out, acc, False)
-    return clip_dependence(model, feats)
+    return {**clip_dependence(model, feats), "answer loss": answer_loss(model, ex2, feats)}
 
 
 def report(variants: list[str], out: Path, dependence: dict[str, dict]) -> None:
@@ -128,8 +153,10 @@ def report(variants: list[str], out: Path, dependence: dict[str, dict]) -> None:
         print(f"  {first} below {v} at {below} of {n} logged points (same batches)")
     print("\nsoft tokens after training: mean length, and the share that varies from clip to clip")
     for v in variants:
-        print(f"  {v:>9}  " + "   ".join(f"{name} {length:5.1f} {share:4.0%}"
-                                         for name, (length, share) in dependence[v].items()))
+        tokens = {k: x for k, x in dependence[v].items() if k != "answer loss"}
+        shares = "   ".join(f"{name} {length:5.1f} {share:4.0%}" for name, (length, share) in tokens.items())
+        print(f"  {v:>9}  {shares}"
+              f"   answer loss {dependence[v]['answer loss']:.3f} (no penalty, 8 fixed batches, eval mode)")
 
 
 def main() -> None:
@@ -143,6 +170,8 @@ def main() -> None:
                         help="learning-rate multipliers for the adapter Q-Formers to try")
     parser.add_argument("--lr-modules", default=",".join(ADAPTERS),
                         help="which of video_qformer, audio_qformer --lr-scales applies to")
+    parser.add_argument("--centre-weights", default="0",
+                        help="weights of the penalty on the soft tokens' clip-independent share to try")
     parser.add_argument("--stage1-steps", type=int, default=40)
     parser.add_argument("--stage2-steps", type=int, default=150)
     parser.add_argument("--out", type=Path, default=Path("/tmp/adapter_width"))
@@ -169,13 +198,15 @@ def main() -> None:
     if not set(modules) <= set(ADAPTERS):
         parser.error(f"--lr-modules: choose among {', '.join(ADAPTERS)}")
     tag = "" if set(modules) == set(ADAPTERS) else "-" + "-".join(m.split("_")[0] for m in modules)
-    variants = {f"w{w}-q{q}" + (f"-lr{x:g}{tag}" if x != 1 else ""): (w, q, {m: x for m in modules} if x != 1 else {})
-                for w in widths for q in counts for x in scales}
+    centres = [float(c) for c in args.centre_weights.split(",")]
+    variants = {f"w{w}-q{q}" + (f"-lr{x:g}{tag}" if x != 1 else "") + (f"-c{c:g}" if c else ""):
+                (w, q, {m: x for m in modules} if x != 1 else {}, c)
+                for w in widths for q in counts for x in scales for c in centres}
     own = clip_dependence(source, feats)
     print("soft tokens of --model's own adapters: " + "   ".join(
         f"{name} length {length:.1f}, {share:.0%} clip-dependent" for name, (length, share) in own.items()), flush=True)
-    dependence = {name: run_variant(w, q, x, source, pool, feats, llm, tok, specs, acc, args.out / name)
-                  for name, (w, q, x) in variants.items()}
+    dependence = {name: run_variant(w, q, x, c, source, pool, feats, llm, tok, specs, acc, args.out / name)
+                  for name, (w, q, x, c) in variants.items()}
     report(list(variants), args.out, dependence)
 
 

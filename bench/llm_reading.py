@@ -80,12 +80,13 @@ class TextSlots:
         self.embed = embed
         rows = {k: torch.randint(embed.weight.shape[0], (n,)) for k, n in prefix_len.items()}
         # Start from real word embeddings: the right scale, and a point the LLM already reads.
-        self.prefix = {k: torch.nn.Parameter(embed.weight[r].detach().clone()) for k, r in rows.items()}
+        self.prefix = {k: torch.nn.Parameter(embed.weight[r].detach().float()) for k, r in rows.items()}
 
     def media(self, batch, texts) -> dict[str, list[torch.Tensor]]:
         out = {}
         for slot, prefix in self.prefix.items():
-            rows = [torch.cat([prefix, self.embed(torch.tensor(texts[ex.clip][slot]))]) for ex in batch]  # (P+n, D)
+            text = [self.embed(torch.tensor(texts[ex.clip][slot])).float() for ex in batch]  # (n, D) each
+            rows = [torch.cat([prefix, t]) for t in text]  # (P+n, D)
             out[slot] = _Rows(rows)
         return out
 
@@ -112,9 +113,9 @@ def run_form(llm, tokenizer, cfg, form: str, args) -> tuple[dict, dict, float]:
     train, train_texts = scene_set(tokenizer, cfg, TRAIN_SEED, args.train_clips, form)
     test, test_texts = scene_set(tokenizer, cfg, TEST_SEED, args.test_clips, form)
     torch.manual_seed(0)
-    slots = TextSlots(llm.get_input_embeddings(), {"video": 8, "audio": 4})
+    slots = TextSlots(llm.get_input_embeddings(), {"video": args.prefix[0], "audio": args.prefix[1]})
     before = answer_accuracy(llm, slots, test, test_texts)
-    opt = torch.optim.AdamW(slots.prefix.values(), lr=3e-3)
+    opt = torch.optim.AdamW(slots.prefix.values(), lr=args.lr)
     g = torch.Generator().manual_seed(0)
     t0 = time.time()
     for step in range(1, args.steps + 1):
@@ -136,17 +137,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="prompt-tuning steps of 16 questions")
     parser.add_argument("--train-clips", type=int, default=1500)
     parser.add_argument("--test-clips", type=int, default=30, help="new scenes (about 16 questions each)")
+    parser.add_argument("--prefix", default="8,4", help="learned prefix vectors before the video,audio text")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--precision", default="fp32", choices=stages.LLM_PRECISIONS,
+                        help="the frozen LLM's precision; auto is what stages 1 and 2 use (bf16 where the CPU has it)")
     args = parser.parse_args()
+    args.prefix = [int(n) for n in args.prefix.split(",")]
+    if len(args.prefix) != 2 or min(args.prefix) < 1:
+        parser.error("--prefix takes two positive counts: video,audio")
     forms = args.forms.split(",")
     unknown = set(forms) - set(FORMS)
     if unknown:
         parser.error(f"unknown forms {sorted(unknown)}; choose from {FORMS}")
     cfg = VideoLlamaConfig.from_file(ROOT / "checkpoints" / "toy-world" / "config.json")
-    llm, tokenizer = load_llm(cfg.llm, precision="fp32")
+    precision = stages.backprop_llm_precision(torch.device("cpu"), args.precision)
+    llm, tokenizer = load_llm(cfg.llm, precision=precision)
+    stages.prepare_backprop_llm(llm, torch.device("cpu"))
     for p in llm.parameters():
         p.requires_grad_(False)
     results = {form: run_form(llm, tokenizer, cfg, form, args) for form in forms}
-    print(f"\nexact answers on {args.test_clips} new scenes, frozen LLM + learned prefix, {args.steps} steps of 16")
+    print(f"\nexact answers on {args.test_clips} new scenes, frozen LLM ({precision}) + learned prefix "
+          f"{args.prefix[0]},{args.prefix[1]}, {args.steps} steps of 16 at lr {args.lr:g}")
     print(f"  {'skill':15s} {'form':7s} " + " ".join(f"{f + ' before':>18s} {f + ' after':>17s}" for f in forms))
     keys = sorted(results[forms[0]][1])
     for key in keys:

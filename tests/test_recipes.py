@@ -64,6 +64,9 @@ def test_toy_stage0_options_from_the_command_line():
     assert stage0.train.lr_scale == {"vision_encoder": 5.0}  # the adapters train in stages 1 and 2 only
     for spec in recipe.stages[1:]:
         assert spec.train.lr_scale == {"video_qformer": 3.0, "audio_qformer": 3.0}
+    assert [s.centre_weight for s in recipe.stages] == [0.0] * 3  # the bundled model's setting
+    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--centre-weight", "0.5"))
+    assert [s.centre_weight for s in recipe.stages] == [0.0, 0.5, 0.5]  # the adapter stages
     assert VideoLlamaConfig.from_dict(recipe.model).vision.stem_channels == (8, 24)
     cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stem", "none"))
     assert recipe.model["vision"]["stem_channels"] == []
@@ -124,6 +127,36 @@ def test_instruction_example_is_the_prompt_the_engine_builds(template):
     assert pieces[:-1] == expected
     assert sup == [False] * (len(pieces) - 1) + [True]
     assert tok.decode(pieces[-1]).strip().startswith("Red.")
+
+
+def test_shared_share_is_the_clip_independent_part_of_the_tokens():
+    base = torch.randn(3, 8)  # (Q, D)
+    same = base.expand(4, 3, 8)  # every clip gets the same tokens
+    assert float(stages.shared_share(same)) == pytest.approx(1.0)
+    opposite = torch.stack([base, -base])  # the batch mean cancels
+    assert float(stages.shared_share(opposite)) == pytest.approx(0.0)
+    # A constant c plus a clip part of equal length at right angles: half of the squared length.
+    c, d = torch.zeros(8), torch.zeros(8)
+    c[0], d[1] = 1.0, 1.0
+    mixed = torch.stack([c + d, c - d]).unsqueeze(1)  # (2, 1, 8)
+    assert float(stages.shared_share(mixed)) == pytest.approx(0.5)
+
+
+def test_centre_weight_adds_the_penalty_to_the_answer_loss():
+    model = tiny_model()
+    model.eval()
+    tok = model.tokenizer
+    exs = [stages.Example(*stages.chat_example(tok, "tokenizer", q, a), clip=i)
+           for i, (q, a) in enumerate([("What colour?", "Red."), ("How many shapes are there?", "Two.")])]
+    feats = {"video": torch.randn(2, 4, 6, 32), "audio": torch.randn(2, 8, 20)}
+    plain, _ = stages.lm_batch_loss(model, exs, feats)
+    weighted, _ = stages.lm_batch_loss(model, exs, feats, centre_weight=0.5)
+    penalty = sum(stages.shared_share(t) for t in stages.media_tokens(model, feats).values())
+    torch.testing.assert_close(weighted, plain + 0.5 * penalty)
+    assert float(penalty.detach()) > 0
+    one, _ = stages.lm_batch_loss(model, exs[:1], {k: v[:1] for k, v in feats.items()}, centre_weight=0.5)
+    alone, _ = stages.lm_batch_loss(model, exs[:1], {k: v[:1] for k, v in feats.items()})
+    torch.testing.assert_close(one, alone)  # one clip has no spread to keep: no penalty
 
 
 def test_loss_is_only_on_supervised_tokens_and_prefix_cache_changes_nothing():

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="stage 0: multiply the vision encoder's learning rate by X")
     toy.add_argument("--adapter-lr-scale", type=float, default=None, metavar="X",
                      help="stages 1 and 2: multiply the video and audio Q-Formers' learning rate by X")
+    toy.add_argument("--centre-weight", type=float, default=None, metavar="W",
+                     help="stages 1 and 2: weight of a penalty on the share of the soft tokens that is the same "
+                          "for every clip of a batch")
     toy.add_argument("--yes-no-answers", choices=YES_NO_ANSWERS, default=None,
                      help="stage 2: teach yes/no answers as the short verdict ('No.') or as the fact, then the "
                           "verdict ('The circle is red, so no.')")
@@ -106,7 +109,7 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
     """Set the toy-world options given on the command line; refuse them for other recipes."""
     flags = (("--caption-loss", args.caption_loss), ("--attribute-loss", args.attribute_loss), ("--stem", args.stem),
              ("--vision-lr-scale", args.vision_lr_scale), ("--adapter-lr-scale", args.adapter_lr_scale),
-             ("--yes-no-answers", args.yes_no_answers),
+             ("--centre-weight", args.centre_weight), ("--yes-no-answers", args.yes_no_answers),
              ("--stage-steps", args.stage_steps), ("--no-sound-share", args.no_sound_share),
              ("--image-share", args.image_share))
     given = [flag for flag, value in flags if value is not None]
@@ -127,6 +130,10 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
             if spec.objective in ("caption", "instruct"):  # the stages that train the adapters
                 spec.train.lr_scale = {**spec.train.lr_scale, "video_qformer": args.adapter_lr_scale,
                                        "audio_qformer": args.adapter_lr_scale}
+    if args.centre_weight is not None:
+        for spec in recipe.stages:
+            if spec.objective in ("caption", "instruct"):
+                spec.centre_weight = args.centre_weight
     if args.yes_no_answers is not None:
         for spec in recipe.stages:
             if spec.objective == "instruct":

@@ -44,6 +44,7 @@ class StageSpec:
     image_share: float = 0.0  # toy-world stages 1 and 2: share of clips that also give one frame as an image
     caption_weight: float = 0.0  # toy-world stage 0: weight of the frame-caption generation loss
     attribute_weight: float = 0.0  # toy-world stage 0: weight of the (shape, colour, place) label loss
+    centre_weight: float = 0.0  # toy-world stages 1 and 2: weight of the soft tokens' clip-independent share
 
 
 @dataclass

@@ -410,9 +410,24 @@ def media_tokens(model, batch_feats: dict[str, torch.Tensor]) -> dict[str, torch
     return out
 
 
+def shared_share(tokens: torch.Tensor) -> torch.Tensor:
+    """Share of soft tokens' squared length that is the same for every clip of the batch.
+
+    ``tokens``: (B, Q, D). Per query position, the squared length of the batch mean over the
+    mean squared length: 1 when every clip gets the same tokens, 0 when they cancel out.
+    """
+    mean = tokens.mean(0)  # (Q, D): what every clip's tokens share at each position
+    return mean.pow(2).sum(-1).mean() / tokens.pow(2).sum(-1).mean().clamp_min(1e-12)
+
+
 def lm_batch_loss(model, examples: list[Example], feats: dict[str, torch.Tensor],
-                  prefix_cache: PrefixCache | None = None) -> tuple[torch.Tensor, int]:
-    """Loss of one stage-1/2 micro-batch; ``feats`` holds the rows of these examples."""
+                  prefix_cache: PrefixCache | None = None, centre_weight: float = 0.0) -> tuple[torch.Tensor, int]:
+    """Loss of one stage-1/2 micro-batch; ``feats`` holds the rows of these examples.
+
+    ``centre_weight``: adds that times ``shared_share`` of each media slot's tokens. The
+    adapters otherwise learn mostly one constant vector (bundled model: 8% of the video tokens'
+    length varies with the clip), and the LLM's RMSNorm scales the clip's part down with it.
+    """
     media = media_tokens(model, feats)
     prefix = shared_prefix(examples) if prefix_cache is not None else None
     prefix_kv = None
@@ -420,7 +435,10 @@ def lm_batch_loss(model, examples: list[Example], feats: dict[str, torch.Tensor]
         prefix_kv = prefix_cache.get(model.llm, prefix)
         examples = [replace(ex, pieces=ex.pieces[1:], supervised=ex.supervised[1:]) for ex in examples]
     embeds, mask, labels = assemble(model.llm.get_input_embeddings(), examples, media)
-    return supervised_lm_loss(model.llm, embeds, mask, labels, prefix_kv), len(examples)
+    loss = supervised_lm_loss(model.llm, embeds, mask, labels, prefix_kv)
+    if centre_weight and len(examples) > 1:
+        loss = loss + centre_weight * sum(shared_share(t.float()) for t in media.values())
+    return loss, len(examples)
 
 
 def chat_example(tokenizer, template_name: str, question: str, answer: str,

@@ -192,7 +192,7 @@ def run_lm_stage(model, examples: list[stages.Example], feats: dict[str, torch.T
 
     def loss_fn(batch):
         exs, f = batch
-        return stages.lm_batch_loss(model, exs, f, prefixes)
+        return stages.lm_batch_loss(model, exs, f, prefixes, spec.centre_weight)
 
     _run_stage(spec, params, loss_fn, batch_fn, out, acc, resume, lambda d: save_folder(model, d))
     model.eval()

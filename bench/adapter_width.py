@@ -105,12 +105,12 @@ def clip_dependence(model, feats: dict[str, torch.Tensor], sample: int = 64) -> 
 def answer_loss(model, examples, feats: dict[str, torch.Tensor], batches: int = 8, size: int = 16) -> float:
     """Mean stage-2 loss without any penalty, in eval mode, on the same ``batches`` for every run."""
     g = torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
     model.eval()
     losses = []
     for _ in range(batches):
         rows = torch.randint(len(examples), (size,), generator=g).tolist()
         batch = [examples[r] for r in rows]
-        device = next(model.parameters()).device
         losses.append(float(stages.lm_batch_loss(model, batch, batch_features(batch, feats, device))[0]))
     return sum(losses) / len(losses)
 

@@ -302,12 +302,12 @@ def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
     calls = {"n": 0}
     spec2 = recipe.stages[2].train
 
-    def flaky(model, examples, feats, prefixes=None):
+    def flaky(model, examples, feats, *rest):
         if any(e.meta.get("skill") for e in examples):  # stage 2 examples carry a skill
             calls["n"] += 1
             if calls["n"] > spec2.save_every * spec2.grad_accum:
                 raise KeyboardInterrupt
-        return real(model, examples, feats, prefixes)
+        return real(model, examples, feats, *rest)
 
     monkeypatch.setattr(stages, "lm_batch_loss", flaky)
     with pytest.raises(KeyboardInterrupt):

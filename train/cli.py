@@ -12,6 +12,8 @@ from pathlib import Path
 from train.recipes import RECIPES, YES_NO_ANSWERS, get_recipe
 from train.stages import LLM_PRECISIONS
 
+ADAPTER_OBJECTIVES = ("caption", "instruct")  # the stages that train the video and audio adapters
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, choices=RECIPES, help="what to train")
@@ -125,21 +127,20 @@ def apply_toy_options(recipe, args: argparse.Namespace) -> None:
         recipe.model["vision"]["stem_channels"] = list(args.stem)
     if args.vision_lr_scale is not None:
         stage0.train.lr_scale = {**stage0.train.lr_scale, "vision_encoder": args.vision_lr_scale}
+    adapter_stages = [spec for spec in recipe.stages if spec.objective in ADAPTER_OBJECTIVES]
     if args.adapter_lr_scale is not None:
-        for spec in recipe.stages:
-            if spec.objective in ("caption", "instruct"):  # the stages that train the adapters
-                spec.train.lr_scale = {**spec.train.lr_scale, "video_qformer": args.adapter_lr_scale,
-                                       "audio_qformer": args.adapter_lr_scale}
+        for spec in adapter_stages:
+            spec.train.lr_scale = {**spec.train.lr_scale, "video_qformer": args.adapter_lr_scale,
+                                   "audio_qformer": args.adapter_lr_scale}
     if args.centre_weight is not None:
-        for spec in recipe.stages:
-            if spec.objective in ("caption", "instruct"):
-                spec.centre_weight = args.centre_weight
+        for spec in adapter_stages:
+            spec.centre_weight = args.centre_weight
     if args.yes_no_answers is not None:
         for spec in recipe.stages:
             if spec.objective == "instruct":
                 spec.yes_no_answers = args.yes_no_answers
     for flag, value, field, objectives in (("--no-sound-share", args.no_sound_share, "no_sound_share", ("instruct",)),
-                                           ("--image-share", args.image_share, "image_share", ("caption", "instruct"))):
+                                           ("--image-share", args.image_share, "image_share", ADAPTER_OBJECTIVES)):
         if value is None:
             continue
         if not 0 <= value <= 1:

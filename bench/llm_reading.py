@@ -8,7 +8,15 @@ slot: what is heard), after a few learned prefix vectors per slot. Only those pr
 train (prompt tuning, on the stage-2 questions of training scenes, single-turn, short
 answers); the LLM stays frozen, as in stages 1 and 2. It then prints, per skill and question
 form (open / yes-no), the fraction of answers on new scenes whose every token the LLM
-predicts right (teacher-forced greedy: the answer it would write).
+predicts right (teacher-forced greedy: the answer it would write). Yes/no questions are scored
+on their verdict instead, as the eval scores them: the LLM writes its answer greedily and it is
+right when it has the right one of "yes" and "no" and not the other. With ``--yes-no-answers
+fact-first`` the answers it learns state the fact before the verdict ("The circle is red, so
+no."), and only the verdict counts, so a differently worded fact is not held against it.
+
+``--lora R`` also trains rank-R LoRA matrices (peft) on every attention projection of the
+LLM: the LLM then learns too, which the paper's recipe does not allow. It shows how much of the
+gap is the frozen LLM's: what a learning LLM reads from the same perfect description.
 
 Two ways of writing the same facts:
 - ``caption``: the world's canonical caption ("A small green triangle moves down. ...").
@@ -23,6 +31,7 @@ encoders' and the adapters'. Nothing is asserted. About 13 minutes of training p
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections import defaultdict
@@ -36,8 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 from model.config import VideoLlamaConfig  # noqa: E402
 from model.llm import load_llm  # noqa: E402
+from model.prompts import stop_token_ids  # noqa: E402
 from train import stages  # noqa: E402
 from train.evaluate import scene_text  # noqa: E402
+from train.recipes import YES_NO_ANSWERS  # noqa: E402
 from train.toy_pipeline import instruct_examples  # noqa: E402
 from train.world import sample_scene, scene_rng  # noqa: E402
 from train.world_qa import make_qa  # noqa: E402
@@ -58,7 +69,7 @@ def structured_text(scene) -> str:
     return " ".join(parts)
 
 
-def scene_set(tokenizer, cfg, seed: int, n: int, form: str):
+def scene_set(tokenizer, cfg, seed: int, n: int, form: str, yes_no_answers: str = "verdict"):
     """(examples, per-clip token ids of the video and audio text) for ``n`` scenes."""
     qas, texts = [], []
     for i in range(n):
@@ -69,7 +80,8 @@ def scene_set(tokenizer, cfg, seed: int, n: int, form: str):
         if form == "structured":
             text["video"] = structured_text(scene)
         texts.append({k: tokenizer(f" {v} ", add_special_tokens=False).input_ids for k, v in text.items()})
-    examples = instruct_examples(SimpleNamespace(qas=qas), tokenizer, cfg, max_turns=1)
+    examples = instruct_examples(SimpleNamespace(qas=qas), tokenizer, cfg, max_turns=1,
+                                 yes_no_answers=yes_no_answers)
     return [ex for ex in examples if ex.meta["skill"] != "description"], texts
 
 
@@ -98,24 +110,55 @@ class _Rows(list):
 
 
 @torch.no_grad()
-def answer_accuracy(llm, slots: TextSlots, examples, texts, batch: int = 16) -> dict[tuple[str, str], list[bool]]:
+def answer_accuracy(llm, tokenizer, slots: TextSlots, examples, texts, batch: int = 16):
+    """(skill, question form) -> per question, right or not: open answers exact, yes/no by verdict."""
     right = defaultdict(list)
     embed = llm.get_input_embeddings()
+    stops = stop_token_ids(tokenizer, llm.generation_config)
     for i in range(0, len(examples), batch):
         chunk = examples[i:i + batch]
-        hits = stages.exact_answers(llm, *stages.assemble(embed, chunk, slots.media(chunk, texts)))
-        for ex, hit in zip(chunk, hits, strict=True):
+        embeds, mask, labels = stages.assemble(embed, chunk, slots.media(chunk, texts))
+        hits = stages.exact_answers(llm, embeds, mask, labels)
+        for j, (ex, hit) in enumerate(zip(chunk, hits, strict=True)):
+            if ex.meta["kind"] == "yes_no":
+                target = tokenizer.decode(labels[j][labels[j] != stages.IGNORE])
+                written = greedy_answer(llm, embeds[j], labels[j], stops)
+                hit = verdict(tokenizer.decode(written)) == verdict(target)
             right[(ex.meta["skill"], QA_FORMS[ex.meta["kind"]])].append(hit)
     return right
 
 
+def greedy_answer(llm, embeds: torch.Tensor, labels: torch.Tensor, stops: set[int], limit: int = 24) -> list[int]:
+    """Token ids the LLM writes after the prompt of one example (embeds (L, D), labels (L,))."""
+    start = int((labels != stages.IGNORE).nonzero()[0])  # the answer's first token
+    step = embeds[None, :start].to(llm.dtype)  # (1, start, D): the prompt
+    past, out = None, []
+    for _ in range(limit):
+        result = llm(inputs_embeds=step, past_key_values=past, use_cache=True)
+        past, token = result.past_key_values, int(result.logits[0, -1].argmax())
+        if token in stops:
+            break
+        out.append(token)
+        step = llm.get_input_embeddings()(torch.tensor([[token]]))  # (1, 1, D)
+    return out
+
+
+def verdict(text: str) -> str | None:
+    """"yes" or "no" when the text has exactly one of the two words; else None (never right)."""
+    words = set(re.sub(r"[^a-z]+", " ", text.lower()).split())
+    found = words & {"yes", "no"}
+    return found.pop() if len(found) == 1 else None
+
+
 def run_form(llm, tokenizer, cfg, form: str, args) -> tuple[dict, dict, float]:
-    train, train_texts = scene_set(tokenizer, cfg, TRAIN_SEED, args.train_clips, form)
-    test, test_texts = scene_set(tokenizer, cfg, TEST_SEED, args.test_clips, form)
+    train, train_texts = scene_set(tokenizer, cfg, TRAIN_SEED, args.train_clips, form, args.yes_no_answers)
+    test, test_texts = scene_set(tokenizer, cfg, TEST_SEED, args.test_clips, form, args.yes_no_answers)
     torch.manual_seed(0)
     slots = TextSlots(llm.get_input_embeddings(), {"video": args.prefix[0], "audio": args.prefix[1]})
-    before = answer_accuracy(llm, slots, test, test_texts)
-    opt = torch.optim.AdamW(slots.prefix.values(), lr=args.lr)
+    before = None if args.skip_before else answer_accuracy(llm, tokenizer, slots, test, test_texts)
+    lora = [p for p in llm.parameters() if p.requires_grad]  # empty unless --lora
+    opt = torch.optim.AdamW([{"params": list(slots.prefix.values())}, {"params": lora, "lr": args.lora_lr}],
+                            lr=args.lr)
     g = torch.Generator().manual_seed(0)
     t0 = time.time()
     for step in range(1, args.steps + 1):
@@ -128,7 +171,20 @@ def run_form(llm, tokenizer, cfg, form: str, args) -> tuple[dict, dict, float]:
         if step % 25 == 0:
             print(f"  {form}: step {step}, loss {loss.item():.3f}, {time.time() - t0:.0f} s", flush=True)
     seconds = time.time() - t0
-    return before, answer_accuracy(llm, slots, test, test_texts), seconds
+    return before, answer_accuracy(llm, tokenizer, slots, test, test_texts), seconds
+
+
+def add_lora(llm, rank: int) -> None:
+    """Trainable rank-``rank`` LoRA on the attention projections, in place (the model keeps its class)."""
+    from peft import LoraConfig, inject_adapter_in_model  # only this option needs peft
+
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    inject_adapter_in_model(config, llm)
+    for name, p in llm.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()  # fp32 even on a bf16 LLM: AdamW steps would round away in bf16
+            p.requires_grad_(True)
 
 
 def main() -> None:
@@ -139,6 +195,11 @@ def main() -> None:
     parser.add_argument("--test-clips", type=int, default=30, help="new scenes (about 16 questions each)")
     parser.add_argument("--prefix", default="8,4", help="learned prefix vectors before the video,audio text")
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--yes-no-answers", default="verdict", choices=YES_NO_ANSWERS,
+                        help="what yes/no answers learn: the verdict alone, or the fact then the verdict")
+    parser.add_argument("--lora", type=int, default=0, help="rank of LoRA on the LLM's attention (0: frozen LLM)")
+    parser.add_argument("--lora-lr", type=float, default=1e-3)
+    parser.add_argument("--skip-before", action="store_true", help="do not score the untrained prefix first")
     parser.add_argument("--precision", default="fp32", choices=stages.LLM_PRECISIONS,
                         help="the frozen LLM's precision; auto is what stages 1 and 2 use (bf16 where the CPU has it)")
     args = parser.parse_args()
@@ -155,16 +216,21 @@ def main() -> None:
     stages.prepare_backprop_llm(llm, torch.device("cpu"))
     for p in llm.parameters():
         p.requires_grad_(False)
+    if args.lora:
+        add_lora(llm, args.lora)
     results = {form: run_form(llm, tokenizer, cfg, form, args) for form in forms}
-    print(f"\nexact answers on {args.test_clips} new scenes, frozen LLM ({precision}) + learned prefix "
-          f"{args.prefix[0]},{args.prefix[1]}, {args.steps} steps of 16 at lr {args.lr:g}")
+    llm_kind = f"LLM with rank-{args.lora} LoRA" if args.lora else "frozen LLM"
+    print(f"\nexact answers on {args.test_clips} new scenes, {llm_kind} ({precision}) + learned prefix "
+          f"{args.prefix[0]},{args.prefix[1]}, {args.steps} steps of 16 at lr {args.lr:g}, "
+          f"{args.yes_no_answers} yes/no answers (scored on the verdict)")
     print(f"  {'skill':15s} {'form':7s} " + " ".join(f"{f + ' before':>18s} {f + ' after':>17s}" for f in forms))
     keys = sorted(results[forms[0]][1])
     for key in keys:
         cells = []
         for form in forms:
             before, after, _ = results[form]
-            cells += [f"{sum(before[key]) / len(before[key]):18.2f}", f"{sum(after[key]) / len(after[key]):17.2f}"]
+            cells += [f"{sum(before[key]) / len(before[key]):18.2f}" if before else f"{'-':>18s}",
+                      f"{sum(after[key]) / len(after[key]):17.2f}"]
         print(f"  {key[0]:15s} {key[1]:7s} " + " ".join(cells) + f"   ({len(results[forms[0]][1][key])} questions)")
     for form in forms:
         print(f"  {form}: {results[form][2]:.0f} s of training")

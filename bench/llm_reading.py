@@ -51,7 +51,7 @@ from train.evaluate import scene_text  # noqa: E402
 from train.recipes import YES_NO_ANSWERS  # noqa: E402
 from train.toy_pipeline import instruct_examples  # noqa: E402
 from train.world import sample_scene, scene_rng  # noqa: E402
-from train.world_qa import make_qa  # noqa: E402
+from train.world_qa import QA, make_qa, score_answer  # noqa: E402
 
 NUMBERS = ("no", "one", "two", "three")
 FORMS = ("caption", "structured")
@@ -121,9 +121,9 @@ def answer_accuracy(llm, tokenizer, slots: TextSlots, examples, texts, batch: in
         hits = stages.exact_answers(llm, embeds, mask, labels)
         for j, (ex, hit) in enumerate(zip(chunk, hits, strict=True)):
             if ex.meta["kind"] == "yes_no":
-                target = tokenizer.decode(labels[j][labels[j] != stages.IGNORE])
+                taught = tokenizer.decode(labels[j][labels[j] != stages.IGNORE], skip_special_tokens=True)
                 written = greedy_answer(llm, embeds[j], labels[j], stops)
-                hit = verdict(tokenizer.decode(written)) == verdict(target)
+                hit = score_answer(verdict_qa(ex.meta["skill"], taught), tokenizer.decode(written))
             right[(ex.meta["skill"], QA_FORMS[ex.meta["kind"]])].append(hit)
     return right
 
@@ -143,11 +143,11 @@ def greedy_answer(llm, embeds: torch.Tensor, labels: torch.Tensor, stops: set[in
     return out
 
 
-def verdict(text: str) -> str | None:
-    """"yes" or "no" when the text has exactly one of the two words; else None (never right)."""
-    words = set(re.sub(r"[^a-z]+", " ", text.lower()).split())
-    found = words & {"yes", "no"}
-    return found.pop() if len(found) == 1 else None
+def verdict_qa(skill: str, taught: str) -> QA:
+    """The QA the eval would score a yes/no answer against, from the taught answer, which ends
+    with its verdict ("No." or "The circle is red, so no."): the verdict, and not the other word."""
+    truth = re.findall(r"[a-z]+", taught.lower())[-1]
+    return QA(skill, "", truth, taught, [[truth]], ["no" if truth == "yes" else "yes"], "yes_no")
 
 
 def run_form(llm, tokenizer, cfg, form: str, args) -> tuple[dict, dict, float]:
@@ -222,7 +222,7 @@ def main() -> None:
     llm_kind = f"LLM with rank-{args.lora} LoRA" if args.lora else "frozen LLM"
     print(f"\nexact answers on {args.test_clips} new scenes, {llm_kind} ({precision}) + learned prefix "
           f"{args.prefix[0]},{args.prefix[1]}, {args.steps} steps of 16 at lr {args.lr:g}, "
-          f"{args.yes_no_answers} yes/no answers (scored on the verdict)")
+          f"{args.yes_no_answers} yes/no answers (those scored on the verdict they write)")
     print(f"  {'skill':15s} {'form':7s} " + " ".join(f"{f + ' before':>18s} {f + ' after':>17s}" for f in forms))
     keys = sorted(results[forms[0]][1])
     for key in keys:

@@ -39,11 +39,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from transformers import DynamicCache
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.config import VideoLlamaConfig  # noqa: E402
+from model.generate import GenerationSettings, stream_tokens  # noqa: E402
 from model.llm import load_llm  # noqa: E402
 from model.prompts import stop_token_ids  # noqa: E402
 from train import stages  # noqa: E402
@@ -56,6 +58,7 @@ from train.world_qa import QA, make_qa, score_answer  # noqa: E402
 NUMBERS = ("no", "one", "two", "three")
 FORMS = ("caption", "structured")
 QA_FORMS = {"open": "open", "yes_no": "yes/no"}  # QA.kind -> row label
+GREEDY_SHORT = GenerationSettings(max_new_tokens=24, do_sample=False)  # a yes/no answer, fact first at most
 TRAIN_SEED, TEST_SEED = 1, 7  # the recipe's training scenes; scenes it never saw
 
 
@@ -123,24 +126,18 @@ def answer_accuracy(llm, tokenizer, slots: TextSlots, examples, texts, batch: in
             if ex.meta["kind"] == "yes_no":
                 taught = tokenizer.decode(labels[j][labels[j] != stages.IGNORE], skip_special_tokens=True)
                 written = greedy_answer(llm, embeds[j], labels[j], stops)
-                hit = score_answer(verdict_qa(ex.meta["skill"], taught), tokenizer.decode(written))
+                hit = score_answer(verdict_qa(ex.meta["skill"], taught),
+                                   tokenizer.decode(written, skip_special_tokens=True))
             right[(ex.meta["skill"], QA_FORMS[ex.meta["kind"]])].append(hit)
     return right
 
 
-def greedy_answer(llm, embeds: torch.Tensor, labels: torch.Tensor, stops: set[int], limit: int = 24) -> list[int]:
-    """Token ids the LLM writes after the prompt of one example (embeds (L, D), labels (L,))."""
+def greedy_answer(llm, embeds: torch.Tensor, labels: torch.Tensor, stops: set[int]) -> list[int]:
+    """Token ids the chat engine's greedy decoding writes after one example's prompt (embeds (L, D),
+    labels (L,)); a final stop id included."""
     start = int((labels != stages.IGNORE).nonzero()[0])  # the answer's first token
-    step = embeds[None, :start].to(llm.dtype)  # (1, start, D): the prompt
-    past, out = None, []
-    for _ in range(limit):
-        result = llm(inputs_embeds=step, past_key_values=past, use_cache=True)
-        past, token = result.past_key_values, int(result.logits[0, -1].argmax())
-        if token in stops:
-            break
-        out.append(token)
-        step = llm.get_input_embeddings()(torch.tensor([[token]]))  # (1, 1, D)
-    return out
+    prompt = embeds[None, :start].to(llm.dtype)  # (1, start, D)
+    return list(stream_tokens(llm, prompt, DynamicCache(), GREEDY_SHORT, stops))
 
 
 def verdict_qa(skill: str, taught: str) -> QA:

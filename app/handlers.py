@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from model.engine import GenerationSettings
+from model.chat.engine import GenerationSettings
 from model.media import MediaError
 
 log = logging.getLogger(__name__)

@@ -85,7 +85,7 @@ def unique_names(folders: list[Path]) -> list[str]:
 
 
 def load_models(folders: list[Path], precision: str, device: str | None) -> dict:
-    from model.checkpoint import load_model
+    from model.weights.checkpoint import load_model
 
     models = {}
     for name, folder in zip(unique_names(folders), folders, strict=True):
@@ -104,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
     from app.ui import build_demo, serve
-    from model.engine import ChatEngine
+    from model.chat.engine import ChatEngine
 
     try:
         models = load_models(folders, precision_of(args), args.device)

@@ -107,7 +107,7 @@ def start_server(args: argparse.Namespace):
     """Serve the app in this process (background thread); returns (demo, url)."""
     from app.main import load_models, precision_of
     from app.ui import build_demo, serve
-    from model.engine import ChatEngine
+    from model.chat.engine import ChatEngine
 
     if args.tiny:
         from tests.app_helpers import tiny_models

@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from train.world_data import make_item
-from train.world_render import render_arrays, render_clip, render_ffmpeg_clip
+from train.world.data import make_item
+from train.world.render import render_arrays, render_clip, render_ffmpeg_clip
 
 
 def median_ms(fn, n: int) -> float:

@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.chat.engine import ChatEngine, GenerationSettings  # noqa: E402
 from model.commands.common import ModelMissing, load_models, random_model  # noqa: E402
 from model.config import VideoLlamaConfig  # noqa: E402
-from model.engine import ChatEngine, GenerationSettings  # noqa: E402
 from model.video_llama import TRAINABLE, VideoLlama  # noqa: E402
 
 QUESTIONS = ["Describe the video.", "What colours do you see?", "Is there any sound?", "What happens at the end?"]

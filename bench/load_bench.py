@@ -7,7 +7,7 @@ Builds a synthetic model folder once: the full-size video-llama-2-7b encoders an
 plus a mid-size random LLaMA (~0.5 B parameters, fp32 safetensors). Then, each in a fresh
 process so peaks do not mix:
 
-- ``ours``: ``model.checkpoint.load_model`` (meta build, mmap'd safetensors, ``assign=True``);
+- ``ours``: ``model.weights.checkpoint.load_model`` (meta build, mmap'd safetensors, ``assign=True``);
 - ``naive``: the usual way for the same encoder files -- randomly initialised modules, the
   file read into memory, ``load_state_dict`` copying into the parameters.
 
@@ -83,10 +83,10 @@ def make_folder(folder: Path) -> None:
     from safetensors.torch import save_file
     from transformers import LlamaForCausalLM
 
-    from model.checkpoint import save_state_folder
     from model.config import VideoLlamaConfig
     from model.llm import llama_config
     from model.video_llama import build_model
+    from model.weights.checkpoint import save_state_folder
     from tests.tiny import tiny_tokenizer
 
     cfg = VideoLlamaConfig.from_name("video-llama-2-7b")
@@ -109,7 +109,7 @@ def make_folder(folder: Path) -> None:
 
 # -- the two ways of loading (each run in its own process) ------------------------------------
 def run_ours(folder: Path) -> dict:
-    from model.checkpoint import load_model
+    from model.weights.checkpoint import load_model
 
     io0, t0 = _io(), time.perf_counter()
     model = load_model(folder, precision="fp32", device="cpu")

@@ -44,8 +44,8 @@ import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
 from model.media import LoadOptions, load_media  # noqa: E402
-from model.media_audio import fbank_clip, load_clips  # noqa: E402
-from model.media_common import Deadline, normalise  # noqa: E402
+from model.media.audio import fbank_clip, load_clips  # noqa: E402
+from model.media.common import Deadline, normalise  # noqa: E402
 
 SNAP = 0.25  # the opt-in keyframe snap shown beside the default (exact frames)
 VIDEOS = {  # name -> (size, seconds)
@@ -206,7 +206,7 @@ def frames_to_decode(path: Path) -> int:
     target (or from the previous target, when no keyframe lies between) up to the target."""
     import av
 
-    from model.media_video import sample_indices, video_info
+    from model.media.video import sample_indices, video_info
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]

@@ -36,7 +36,6 @@ from model.llm import load_llm  # noqa: E402
 from model.video_llama import build_model  # noqa: E402
 from train import stages  # noqa: E402
 from train.recipes import TOY_WORLD_MODEL, get_recipe  # noqa: E402
-from train.toy_data import render_pool  # noqa: E402
 from train.toy_pipeline import (  # noqa: E402
     batch_features,
     draw_rows,
@@ -44,6 +43,7 @@ from train.toy_pipeline import (  # noqa: E402
     length_buckets,
     prefix_groups,
 )
+from train.world.pool import render_pool  # noqa: E402
 
 
 def full_logits_loss(model, examples, feats):

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.engine import ChatEngine
-from model.media_common import LoadOptions
+from model.chat.engine import ChatEngine
+from model.media.common import LoadOptions
 from tests.tiny import tiny_model
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from model.engine import GenerationSettings
+from model.chat.engine import GenerationSettings
 from tests.app_helpers import CLIP, SILENT_CLIP, start_app, tiny_engine
 
 GREEDY = {"do_sample": False, "max_new_tokens": 24}
@@ -140,7 +140,7 @@ def test_launch_py_serves_a_model_folder(tmp_path):
     import time
     from pathlib import Path
 
-    from model.checkpoint import save_model_folder
+    from model.weights.checkpoint import save_model_folder
     from tests.app_helpers import free_port
     from tests.tiny import tiny_llm_folder, tiny_model
 

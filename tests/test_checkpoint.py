@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from model import checkpoint as ck
+from model.weights import checkpoint as ck
 from tests import tiny
 
 

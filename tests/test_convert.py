@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 import launch
-from model import convert as conv
-from model.checkpoint import CorruptCheckpointError, UnsafeCheckpointError, load_model
+from model.weights import convert as conv
 from model.commands.convert import convert_files, expected_shapes
 from model.config import PRESETS, VideoLlamaConfig
+from model.weights.checkpoint import CorruptCheckpointError, UnsafeCheckpointError, load_model
 from tests import official_format as off
 from tests import tiny
 

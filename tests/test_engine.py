@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from model.engine import BadRequest, ChatEngine, EngineBusy, GenerationSettings
+from model.chat.engine import BadRequest, ChatEngine, EngineBusy, GenerationSettings
+from model.chat.prompts import AUDIO_MESSAGE, AUDIO_VIDEO_MESSAGE, IMAGE_SYSTEM
 from model.media import MediaError
-from model.prompts import AUDIO_MESSAGE, AUDIO_VIDEO_MESSAGE, IMAGE_SYSTEM
 from tests.tiny import tiny_model
 
 GREEDY = GenerationSettings(max_new_tokens=24, do_sample=False)
@@ -334,7 +334,7 @@ def test_load_options_follow_the_model_config(media):
 
 
 def test_only_the_most_recent_conversations_keep_a_kv_cache(model):
-    from model.engine import KV_CONVERSATIONS
+    from model.chat.engine import KV_CONVERSATIONS
 
     engine = ChatEngine({"m": model})
     convs = [engine.new_conversation() for _ in range(KV_CONVERSATIONS + 1)]

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from train import evaluate  # noqa: E402
 from train.evaluate import Item, another_way_items, heldout_items, score  # noqa: E402
-from train.world_qa import QA  # noqa: E402
+from train.world.qa import QA  # noqa: E402
 
 RED = QA("colour", "What colour is the star?", "red", "The star is red.", [["red"]], ["green", "blue"])
 YES = QA("count", "Are there two shapes?", "yes", "Yes.", [["yes"]], ["no"], "yes_no")
@@ -57,7 +57,7 @@ def test_heldout_questions_come_from_rendered_test_clips(tmp_path):
 
 
 def test_the_two_heldout_splits_differ_in_colour_shape_pairs(tmp_path):
-    from train.world import HELDOUT_PAIRS, sample_scene, scene_rng
+    from train.world.scene import HELDOUT_PAIRS, sample_scene, scene_rng
 
     def pairs(split, world_split, n=6):
         heldout_items(tmp_path, n, split=split)  # renders the clips it names
@@ -74,7 +74,7 @@ def test_the_two_heldout_splits_differ_in_colour_shape_pairs(tmp_path):
 
 
 def test_another_way_set_asks_colour_and_pitch_of_each_ffmpeg_clip(tmp_path, monkeypatch):
-    import train.world_render as wr
+    import train.world.render as wr
 
     made = []
     monkeypatch.setattr(wr, "render_ffmpeg_clip", lambda c, p, path, shape: made.append((c, p, shape)))
@@ -141,9 +141,9 @@ def test_bundled_model_keeps_the_llm_text_answers():
     import torch
     from transformers import AutoModelForCausalLM
 
-    from model.checkpoint import load_model
-    from model.engine import ChatEngine, GenerationSettings
+    from model.chat.engine import ChatEngine, GenerationSettings
     from model.llm import locate_gguf
+    from model.weights.checkpoint import load_model
 
     torch.set_num_threads(1)
     model = load_model(evaluate.DEFAULT_MODEL, device="cpu")
@@ -197,7 +197,7 @@ def test_image_items_are_still_frames_of_the_heldout_scenes_with_questions_about
 
     from model.media import load_media
     from train.evaluate import image_items
-    from train.world import sample_scene, scene_rng
+    from train.world.scene import sample_scene, scene_rng
 
     items = image_items(tmp_path, 3)
     paths = sorted({i.path for i in items})

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from model.generate import GenerationSettings, TextStream, beam_tokens, stream_tokens
+from model.chat.generate import GenerationSettings, TextStream, beam_tokens, stream_tokens
 from tests.tiny import tiny_llm, tiny_tokenizer
 
 EOS = 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model.convert as conv
+import model.weights.convert as conv
 import tests.official_format as off
 from model.config import PRESETS, ImageBindVisionConfig, VideoLlamaConfig
 from model.imagebind_vision import ImageBindVisionEncoder

@@ -10,10 +10,10 @@ import torch
 from transformers import LlamaForCausalLM
 
 import launch
-from model.checkpoint import save_model_folder
 from model.config import VideoLlamaConfig
 from model.llm import build_llm, llama_config, load_llm
-from model.memory import estimate, llm_bytes
+from model.weights.checkpoint import save_model_folder
+from model.weights.memory import estimate, llm_bytes
 from tests import tiny
 
 GIB = 2**30

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torchaudio
 
-from model import media_audio
+from model.media import audio as media_audio
 from model.media import LoadOptions, load_media
-from model.media_common import Deadline
+from model.media.common import Deadline
 from tests import media_factory as mf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -244,7 +244,7 @@ def test_hash_follows_what_the_encoders_receive_not_the_file(tmp_path):
 
 
 def test_transcoding_fallback_writes_a_playable_copy_in_the_temp_dir(tmp_path):
-    from model import media
+    from model.media import loader as media
 
     src = mf.browser_webm(tmp_path / "rec.webm")
     out_dir = tmp_path / "out"

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-import model.media_video as mv
+import model.media.video as mv
 from model.media import LoadOptions, load_media
 from tests import media_factory as mf
 

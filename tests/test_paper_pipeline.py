@@ -12,13 +12,13 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from model.checkpoint import save_model_folder  # noqa: E402
+from model.weights.checkpoint import save_model_folder  # noqa: E402
 from tests.tiny import tiny_llm_folder, tiny_model  # noqa: E402
 from train import paper_pipeline  # noqa: E402
 from train.recipes import get_recipe  # noqa: E402
 from train.trainer import LOG_FILE  # noqa: E402
-from train.world import sample_scene, scene_rng  # noqa: E402
-from train.world_render import render_clip  # noqa: E402
+from train.world.render import render_clip  # noqa: E402
+from train.world.scene import sample_scene, scene_rng  # noqa: E402
 
 
 @pytest.fixture(scope="module")

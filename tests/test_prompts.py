@@ -7,9 +7,9 @@ import re
 import pytest
 import torch
 
-from model.cache import pieces_after
-from model.conversation import Attachment, Conversation, Turn, prompt_keys, prompt_pieces, render_prompt
-from model.prompts import (
+from model.chat.cache import pieces_after
+from model.chat.conversation import Attachment, Conversation, Turn, prompt_keys, prompt_pieces, render_prompt
+from model.chat.prompts import (
     AUDIO_VIDEO_MESSAGE,
     IMAGE_SYSTEM,
     LLAMA_2,

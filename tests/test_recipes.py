@@ -11,12 +11,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from model.chat.conversation import Attachment, Conversation, Turn, prompt_pieces, render_prompt  # noqa: E402
+from model.chat.prompts import get_template  # noqa: E402
 from model.config import VideoLlamaConfig  # noqa: E402
-from model.conversation import Attachment, Conversation, Turn, prompt_pieces, render_prompt  # noqa: E402
-from model.prompts import get_template  # noqa: E402
 from model.video_llama import build_model  # noqa: E402
 from tests.tiny import tiny_model  # noqa: E402
-from train import cli, stages  # noqa: E402
+from train import cli, stage0, stages  # noqa: E402
 from train.recipes import PAPER_STAGES, TOY_WORLD_MODEL, get_recipe  # noqa: E402
 
 
@@ -183,20 +183,20 @@ def test_loss_is_only_on_supervised_tokens_and_prefix_cache_changes_nothing():
 def test_contrastive_loss_treats_identical_texts_as_positives():
     a = torch.eye(3)
     texts = ["red circle", "red circle", "blue star"]
-    low = stages.info_nce(a[[0, 0, 2]], a[[0, 0, 2]], texts, torch.tensor(3.0))
-    high = stages.info_nce(a[[0, 0, 2]], a[[2, 0, 0]], texts, torch.tensor(3.0))
+    low = stage0.info_nce(a[[0, 0, 2]], a[[0, 0, 2]], texts, torch.tensor(3.0))
+    high = stage0.info_nce(a[[0, 0, 2]], a[[2, 0, 0]], texts, torch.tensor(3.0))
     assert low < high
-    assert stages.ngram_ids("red circle", 100) != stages.ngram_ids("circle red", 100)
+    assert stage0.ngram_ids("red circle", 100) != stage0.ngram_ids("circle red", 100)
 
 
 def test_caption_decoder_word_ids_mark_start_end_and_unknown_words():
-    dec = stages.CaptionDecoder(["one", "shape", ":", "red", "circle"], width=16)
+    dec = stage0.CaptionDecoder(["one", "shape", ":", "red", "circle"], width=16)
     ids = dec.ids(["one shape: red circle", "one shape: blue circle"])
     words = dec.words
     assert [words[i] for i in ids[0].tolist()] == ["<bos>", "one", "shape", ":", "red", "circle", "<eos>"]
     assert [words[i] for i in ids[1].tolist()] == ["<bos>", "one", "shape", ":", "<unk>", "circle", "<eos>"]
     # The word list is sorted, so a resumed run (vocabulary rebuilt from the same texts) has the same ids.
-    assert stages.CaptionDecoder(["red", "one"], 16).words == stages.CaptionDecoder(["one", "red"], 16).words
+    assert stage0.CaptionDecoder(["red", "one"], 16).words == stage0.CaptionDecoder(["one", "red"], 16).words
 
 
 def fit_then_swap(module, queries: torch.Tensor, labels: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,17 +216,17 @@ def test_caption_decoder_reads_its_answer_from_the_queries():
     queries only: swapped queries cost far more than the right ones."""
     torch.manual_seed(0)
     texts = ["one shape: red circle x1", "one shape: blue star x3"]
-    vocab = sorted({w for t in texts for w in stages.caption_words(t)})
-    dec = stages.CaptionDecoder(vocab, width=32, layers=1)
+    vocab = sorted({w for t in texts for w in stage0.caption_words(t)})
+    dec = stage0.CaptionDecoder(vocab, width=32, layers=1)
     queries = torch.randn(2, 4, 32)
     right, swapped = fit_then_swap(dec, queries, texts)
     assert right < 0.05 and swapped > 10 * right
 
 
 def test_attribute_targets_ask_only_questions_with_one_answer():
-    from train.world import COLOURS, SHAPES
+    from train.world.scene import COLOURS, SHAPES
 
-    head = stages.AttributeHead(16, SHAPES, COLOURS, bins=5)
+    head = stage0.AttributeHead(16, SHAPES, COLOURS, bins=5)
     red, blue, green = COLOURS[0], COLOURS[1], COLOURS[2]
     frames = [[("small", red, "star", 1, 2)], [],
               [("large", blue, "circle", 4, 0), ("small", green, "circle", 0, 3), ("small", blue, "square", 2, 2)]]
@@ -245,10 +245,10 @@ def test_attribute_targets_ask_only_questions_with_one_answer():
 
 def test_attribute_head_reads_the_attributes_from_the_queries():
     """Fitted on two frames' queries, it names each frame's shapes from its own queries only."""
-    from train.world import COLOURS, SHAPES
+    from train.world.scene import COLOURS, SHAPES
 
     torch.manual_seed(0)
-    head = stages.AttributeHead(32, SHAPES, COLOURS, bins=5)
+    head = stage0.AttributeHead(32, SHAPES, COLOURS, bins=5)
     frames = [[("small", COLOURS[0], "star", 1, 2)], [("large", COLOURS[3], "circle", 4, 0)]]
     queries = torch.randn(2, 4, 32)
     right, swapped = fit_then_swap(head, queries, frames)
@@ -260,9 +260,9 @@ def test_attribute_head_reads_the_attributes_from_the_queries():
 def test_stage0_adds_an_extra_loss_only_when_weighted(tmp_path, monkeypatch, loss, weight):
     import dataclasses
 
-    from train.toy_data import render_pool
     from train.toy_pipeline import run_stage0
     from train.trainer import make_accelerator
+    from train.world.pool import render_pool
 
     recipe = get_recipe("toy-world", quick=True)
     cfg = VideoLlamaConfig.from_dict(recipe.model)
@@ -270,7 +270,7 @@ def test_stage0_adds_an_extra_loss_only_when_weighted(tmp_path, monkeypatch, los
     weights = {"caption_weight": 0.0, "attribute_weight": 0.0, f"{loss}_weight": weight}
     spec = dataclasses.replace(spec, **weights,
                                train=dataclasses.replace(spec.train, max_steps=2, save_every=2, log_every=1))
-    cls = stages.CaptionDecoder if loss == "caption" else stages.AttributeHead
+    cls = stage0.CaptionDecoder if loss == "caption" else stage0.AttributeHead
     calls, real = [], cls.loss
 
     def counted(self, queries, labels):
@@ -321,8 +321,8 @@ def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
 def _world_pool(n: int):
     from types import SimpleNamespace
 
-    from train.world import sample_scene, scene_rng
-    from train.world_qa import make_qa
+    from train.world.qa import make_qa
+    from train.world.scene import sample_scene, scene_rng
 
     qas = []
     for i in range(n):
@@ -379,7 +379,7 @@ def test_projections_start_at_the_word_embedding_norm():
 def test_some_instruction_conversations_show_the_video_without_its_sound():
     from model.media import frame_message
     from train.toy_pipeline import instruct_examples
-    from train.world_qa import SOUND_SKILLS
+    from train.world.qa import SOUND_SKILLS
 
     model = tiny_model(with_llm=False)
     tok = model.tokenizer
@@ -411,8 +411,8 @@ def test_some_instruction_conversations_show_the_video_without_its_sound():
 
 
 def _pool_with_frames(n: int):
-    from train.toy_data import frame_objects
-    from train.world import sample_scene, scene_rng
+    from train.world.pool import frame_objects
+    from train.world.scene import sample_scene, scene_rng
 
     pool = _world_pool(n)
     pool.scenes = [sample_scene(scene_rng(3, "train", i), "train") for i in range(n)]
@@ -423,9 +423,9 @@ def _pool_with_frames(n: int):
 
 
 def test_some_clips_also_give_one_frame_as_a_still_image_with_questions_about_it():
-    from model.prompts import IMAGE_SYSTEM
+    from model.chat.prompts import IMAGE_SYSTEM
     from train.toy_pipeline import caption_examples, instruct_examples
-    from train.world_qa import NUMBER_WORDS
+    from train.world.qa import NUMBER_WORDS
 
     model = tiny_model(with_llm=False)
     tok = model.tokenizer

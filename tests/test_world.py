@@ -10,7 +10,10 @@ import av
 import numpy as np
 import pytest
 
-from train.world import (
+from train.world.data import make_dataset, make_item, read_manifest, write_dataset
+from train.world.qa import MOTION_PHRASE, NUMBER_WORDS, QA, SKILLS, score_answer
+from train.world.render import render_arrays, render_clip, render_ffmpeg_clip
+from train.world.scene import (
     HELDOUT_PAIRS,
     HIGH_HZ,
     LOW_HZ,
@@ -18,9 +21,6 @@ from train.world import (
     Scene,
     sample_scene,
 )
-from train.world_data import make_dataset, make_item, read_manifest, write_dataset
-from train.world_qa import MOTION_PHRASE, NUMBER_WORDS, QA, SKILLS, score_answer
-from train.world_render import render_arrays, render_clip, render_ffmpeg_clip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -271,7 +271,7 @@ def test_manifest_round_trip_and_bad_line(tmp_path):
 
 # -- still images ---------------------------------------------------------------------
 def test_a_frame_as_a_still_image_renders_that_frame_and_its_questions_fit_it():
-    from train.world_qa import frame_scene, image_caption, image_qa
+    from train.world.qa import frame_scene, image_caption, image_qa
 
     checked = 0
     for item in ITEMS[:20]:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import flat_dict, load_pth
 from model.config import VideoLlamaConfig
-from model.convert import check_against, convert_imagebind_vision
 from model.imagebind_vision import ImageBindVisionEncoder
 from model.video_llama import VideoLlama
+from model.weights.checkpoint import flat_dict, load_pth
+from model.weights.convert import check_against, convert_imagebind_vision
 
 
 def _autocast(device: torch.device):

@@ -5,7 +5,7 @@ the same path as the app: ``load_media`` and the chat engine, greedy decoding. T
 sets (``--split``): ``new-clips``, scenes never trained on, drawn like the training scenes
 (another seed), and ``new-pairs``, the world's ``test`` split, where every scene holds a
 colour/shape pair that training never shows (composition, a harder test). Free-text answers are scored by keywords
-(``train.world_qa.score_answer``). A second set checks generalisation beyond our renderer:
+(``train.world.qa.score_answer``). A second set checks generalisation beyond our renderer:
 clips drawn by ffmpeg's own filters with an ffmpeg sine tone, asked for colour and pitch
 (skills ``another_way_colour`` and ``another_way_pitch``). ``--no-sound`` gives each video as
 a file without a sound track and ``--images`` one frame of each clip as a still PNG image, the
@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.world import COLOURS, sample_scene, scene_rng
-from train.world_qa import NO, QA, SOUND_SKILLS, YES, make_qa, score_answer
+from train.world.qa import NO, QA, SOUND_SKILLS, YES, make_qa, score_answer
+from train.world.scene import COLOURS, sample_scene, scene_rng
 
 SUITES = ("toy-world",)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "toy-world"
@@ -81,7 +81,7 @@ def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
 def heldout_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = "new-pairs") -> list[Item]:
     """Render ``n_clips`` scenes of ``split`` (see ``SPLITS``) into ``folder`` (kept for reuse)
     with their questions."""
-    from train.world_render import render_clip
+    from train.world.render import render_clip
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -106,8 +106,8 @@ def image_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = 
     import numpy as np
     from PIL import Image
 
-    from train.world_qa import frame_scene, image_qa
-    from train.world_render import render_frames
+    from train.world.qa import frame_scene, image_qa
+    from train.world.render import render_frames
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -129,7 +129,7 @@ def image_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = 
 
 def another_way_items(folder: Path) -> list[Item]:
     """ffmpeg-drawn clips (a still square or disc, a sine tone): colour and pitch questions."""
-    from train.world_render import render_ffmpeg_clip
+    from train.world.render import render_ffmpeg_clip
 
     items = []
     for shape in ("square", "circle"):
@@ -149,8 +149,8 @@ def another_way_items(folder: Path) -> list[Item]:
 
 def scene_text(scene) -> dict:
     """The scene's canonical caption, split into what is seen and what is heard."""
-    from train.toy_data import visual_caption
-    from train.world_qa import _sound_sentence, captions
+    from train.world.pool import visual_caption
+    from train.world.qa import _sound_sentence, captions
 
     return {"video": visual_caption(scene, captions(scene)[0]), "audio": _sound_sentence(scene)}
 
@@ -168,8 +168,8 @@ def without_sound(items: list[Item]) -> list[Item]:
 def engine_answerer(model_dir: Path, max_new_tokens: int = 48, use_audio: bool = True) -> Callable[[str, str], str]:
     """A function (media path, question) -> greedy answer, through the chat engine; without
     ``use_audio`` each video is given as the engine gives a file that has no sound track."""
-    from model.checkpoint import load_model
-    from model.engine import ChatEngine, GenerationSettings
+    from model.chat.engine import ChatEngine, GenerationSettings
+    from model.weights.checkpoint import load_model
 
     engine = ChatEngine({"eval": load_model(model_dir)}, media_cache_items=8)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, temperature=0.0, seed=0)
@@ -192,9 +192,17 @@ def oracle_text_answerer(model_dir: Path, contexts: dict[str, dict],
     """
     import torch
 
+    from model.chat.prompts import (
+        IMAGE_SLOT,
+        get_template,
+        join_question,
+        media_message,
+        media_system,
+        render,
+        stop_strings,
+    )
     from model.config import VideoLlamaConfig
     from model.llm import load_llm
-    from model.prompts import IMAGE_SLOT, get_template, join_question, media_message, media_system, render, stop_strings
 
     cfg = VideoLlamaConfig.from_file(Path(model_dir) / "config.json")
     llm, tok = load_llm(cfg.llm, root=model_dir)

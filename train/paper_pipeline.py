@@ -114,7 +114,7 @@ def _truncate(example: stages.Example, budget: int) -> stages.Example:
 def run_paper_stage(recipe: Recipe, out: Path, init: Path, data_root: Path, resume: bool = False,
                     llm_precision: str = "auto") -> Path:
     """Train the recipe's single stage; returns the model folder ``<out>/final``."""
-    from model.checkpoint import load_model, save_model_folder
+    from model.weights.checkpoint import load_model, save_model_folder
 
     spec = recipe.stages[0]
     acc = make_accelerator(spec.train)

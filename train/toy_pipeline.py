@@ -16,14 +16,14 @@ import torch
 
 from model.config import VideoLlamaConfig
 from model.media import frame_message
-from model.media_common import normalise
+from model.media.common import normalise
 from model.video_llama import build_model
-from train import stages
+from train import stage0, stages
 from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
-from train.toy_data import POSITION_BINS, Pool, corrupt_objects, describe_objects, render_pool
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
-from train.world import COLOURS, SHAPES
-from train.world_qa import SOUND_SKILLS, frame_scene, image_caption, image_qa
+from train.world.pool import POSITION_BINS, Pool, corrupt_objects, describe_objects, render_pool
+from train.world.qa import SOUND_SKILLS, frame_scene, image_caption, image_qa
+from train.world.scene import COLOURS, SHAPES
 
 FEATURES_FILE = "features.pt"
 IMAGES_PER_CLIP = 4  # stage 0 takes several frames of one clip so position must be encoded
@@ -32,14 +32,14 @@ HARD_NEGATIVES = 4  # per image: its description with one attribute changed
 
 def save_folder(model, folder: Path) -> None:
     """Write ``model`` as a model folder (config.json + safetensors, no LLM weights)."""
-    from model.checkpoint import save_model_folder
+    from model.weights.checkpoint import save_model_folder
 
     save_model_folder(model, folder)
 
 
 def save_fp16_folder(model, folder: Path) -> None:
     """The released form: every encoder and adapter tensor in fp16 (the LLM is not saved)."""
-    from model.checkpoint import save_state_folder
+    from model.weights.checkpoint import save_state_folder
 
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()
              if not k.startswith("llm.")}
@@ -97,10 +97,10 @@ def sincos_2d(grid: int, width: int) -> torch.Tensor:
 def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool) -> None:
     vocab = None
     if spec.caption_weight:
-        vocab = sorted({w for texts in pool.frame_texts for t in texts for w in stages.caption_words(t)})
+        vocab = sorted({w for texts in pool.frame_texts for t in texts for w in stage0.caption_words(t)})
     width = model.config.image_qformer.hidden_size
-    attributes = stages.AttributeHead(width, SHAPES, COLOURS, POSITION_BINS) if spec.attribute_weight else None
-    heads = stages.ContrastiveHeads(width, model.config.audio.out_dim, vocab=vocab, attributes=attributes)
+    attributes = stage0.AttributeHead(width, SHAPES, COLOURS, POSITION_BINS) if spec.attribute_weight else None
+    heads = stage0.ContrastiveHeads(width, model.config.audio.out_dim, vocab=vocab, attributes=attributes)
     # Start the ViT's learned position embedding from 2-D sine-cosine codes: from the tiny
     # random init, 1000 contrastive steps left positions (hence motion) barely decodable.
     vcfg = model.config.vision
@@ -121,9 +121,9 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
         (images, itexts, hard, objs), (fbank, stexts) = batch
         tokens = model.ln_vision(model.vision_encoder(images.to(acc.device)))  # (B, 1+P, W)
         feats = model.image_qformer(tokens)  # (B, Qi, H)
-        li = stages.info_nce(heads.image_head(feats.mean(1)), heads.image_text(itexts), itexts,
+        li = stage0.info_nce(heads.image_head(feats.mean(1)), heads.image_text(itexts), itexts,
                              heads.image_scale, heads.image_text(hard))
-        la = stages.audio_text_loss(model, heads, fbank.to(acc.device), stexts)
+        la = stage0.audio_text_loss(model, heads, fbank.to(acc.device), stexts)
         if heads.caption is not None:  # BLIP-2's image-grounded generation, beside the contrast
             li = li + spec.caption_weight * heads.caption.loss(feats, itexts)
         if heads.attributes is not None:  # labelled-image pre-training: which shape, which colour, where
@@ -378,7 +378,7 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
     with sound. At 0 every conversation has both branches, and the examples are unchanged.
 
     ``image_share``: that share of the clips also gives one sampled frame as a still image, with
-    colour, shape and count questions about it (``train.world_qa.image_qa``) in the engine's
+    colour, shape and count questions about it (``train.world.qa.image_qa``) in the engine's
     image prompt. Drawn from a generator of its own, so the video conversations stay the same.
     """
     if yes_no_answers not in YES_NO_ANSWERS:

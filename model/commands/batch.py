@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from model.chat.engine import ChatEngine
     from model.commands.common import settings_from_args
-    from model.engine import ChatEngine
 
     if not args.input.is_file():
         return fail(f"input file not found: {args.input}")

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from model.engine import ChatEngine, ChatError
+    from model.chat.engine import ChatEngine, ChatError
     from model.media import MediaError
 
     try:

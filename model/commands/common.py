@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
+from model.chat.generate import GenerationSettings
 from model.config import PRESETS, VideoLlamaConfig
-from model.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "checkpoints" / "toy-world"  # the bundled model folder
@@ -51,7 +51,7 @@ class ModelMissing(FileNotFoundError):
 
 def load_models(args: argparse.Namespace) -> dict:
     """name -> loaded VideoLlama from ``--model`` folders, ``--preset`` or the bundled model."""
-    from model.checkpoint import load_model
+    from model.weights.checkpoint import load_model
 
     if args.preset:
         return {args.preset: random_model(VideoLlamaConfig.from_name(args.preset))}

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from model import convert as conv
-from model.checkpoint import flat_dict, load_pth, model_dict, save_state_folder
+from model.weights import convert as conv
 from model.config import PRESETS, VideoLlamaConfig
 from model.video_llama import build_model
+from model.weights.checkpoint import flat_dict, load_pth, model_dict, save_state_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from model.config import PRESETS, VideoLlamaConfig
 from model.llm import PRECISIONS
-from model.memory import estimate, format_report
+from model.weights.memory import estimate, format_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from model.media import MAX_FRAMES, LoadOptions, MediaError, MediaInput, load_media
-from model.media_common import BACKENDS, RESIZE_MODES
+from model.media.common import BACKENDS, RESIZE_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,29 +28,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from model.cache import LRUCache
-from model.conversation import Attachment, Conversation, Turn
-from model.generate import GenerationSettings
+from model.chat.cache import FeatureCache, LRUCache
+from model.chat.conversation import Attachment, Conversation, Turn
+from model.chat.errors import BadRequest, ChatError, EngineBusy
+from model.chat.generate import GenerationSettings
+from model.chat.prompts import IMAGE_SLOT
+from model.chat.turn import run_turn
 from model.media import LoadOptions, load_media
-from model.prompts import IMAGE_SLOT
-from model.turn import run_turn
 
-__all__ = ["ChatEngine", "ChatError", "BadRequest", "EngineBusy", "GenerationSettings", "Conversation"]
+__all__ = ["BadRequest", "ChatEngine", "ChatError", "Conversation", "EngineBusy", "GenerationSettings"]
 
 MAX_QUESTION_CHARS = 20_000  # refuse pasted novels before tokenizing them
 KV_CONVERSATIONS = 8  # conversations whose KV cache is kept (each can be ~1 GB on a 7B model)
-
-
-class ChatError(ValueError):
-    """Base class of the engine's errors; the message says what to do."""
-
-
-class BadRequest(ChatError):
-    """The request cannot be served as given (empty question, missing file, ...)."""
-
-
-class EngineBusy(ChatError):
-    """The request queue is full; try again shortly."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -87,12 +76,12 @@ class ChatEngine:
             raise ValueError("concurrency and queue_size must be at least 1")
         for name, model in models.items():
             if getattr(model, "config", None) is None or getattr(model, "tokenizer", None) is None:
-                raise ValueError(f"model {name!r} has no config or tokenizer; load it with model.checkpoint.load_model")
+                raise ValueError(f"model {name!r} has no config or tokenizer; "
+                                 "load it with model.weights.checkpoint.load_model")
         self.models = dict(models)
         self.model_names = list(self.models)
         self.media_options = media_options or LoadOptions()
-        self.encoder_calls: collections.Counter = collections.Counter()
-        self.features = LRUCache(media_cache_items)  # frozen encoder outputs
+        self.features = FeatureCache(media_cache_items)  # frozen encoder outputs
         self.loaded = LRUCache(media_cache_items)  # decoded media files
         self._kv_owners = LRUCache(KV_CONVERSATIONS)  # conversation id -> conversation holding a KV cache
         self._lock = threading.Lock()
@@ -317,7 +306,7 @@ class ChatEngine:
                 raise BadRequest("nothing to regenerate: the conversation has no question yet")
             previous, conv.turns[-1].answer = conv.turns[-1].answer, None
         try:
-            run_turn(self, request)
+            run_turn(self.models[conv.model], request, self.features)
         except BaseException:
             conv.kv = None  # the cache may be half-updated
             if request.action == "ask":
@@ -340,9 +329,10 @@ class ChatEngine:
             self._kv_owners.put(conv.id, conv)
             return oldest
 
-    def count_encoder_call(self, branch: str) -> None:
-        with self._lock:
-            self.encoder_calls[branch] += 1
+    @property
+    def encoder_calls(self) -> collections.Counter:
+        """Encoder runs per branch ("vision", "audio") since the engine started."""
+        return self.features.encoder_calls
 
 
 def _options_key(options: LoadOptions, with_audio: bool) -> tuple:

@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.world import SPLITS, Scene, WorldConfig, sample_scene, scene_rng
-from train.world_qa import QA, captions, make_qa
-from train.world_render import render_clip
+from train.world.qa import QA, captions, make_qa
+from train.world.render import render_clip
+from train.world.scene import SPLITS, Scene, WorldConfig, sample_scene, scene_rng
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -96,7 +96,7 @@ def read_manifest(path: str | Path) -> list[WorldItem]:
                 item = WorldItem.from_dict(json.loads(line))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"{path}:{lineno}: not a synthetic-world manifest line ({err}); "
-                                 f"re-create it with train.world_data.write_dataset") from err
+                                 f"re-create it with train.world.data.write_dataset") from err
             if item.video is not None:
                 item.video = str(path.parent / item.video)
             items.append(item)

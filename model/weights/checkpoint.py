@@ -27,10 +27,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model.config import VideoLlamaConfig
-from model.convert import ConversionError, check_against
 from model.device import pick_device, pick_dtype
 from model.llm import load_llm, resolve_precision
 from model.video_llama import VideoLlama, build_audio_branch, build_vision_branch, freeze_frozen_parts
+from model.weights.convert import ConversionError, check_against
 
 # Model folder: file stem -> modules it holds (ARCHITECTURE.md "Model folder").
 COMPONENT_FILES: dict[str, tuple[str, ...]] = {

@@ -1,6 +1,6 @@
 """One turn of a conversation, run on an engine worker: media -> prompt -> streamed answer.
 
-Split from ``model/engine.py`` (which owns queues, threads and the public API) so that each
+Split from ``engine.py`` (which owns queues, threads and the public API) so that each
 stage of a turn reads top to bottom: media tokens (frozen features from the shared cache,
 adapters per model), the prompt (with old turns dropped to fit the context), generation
 (reusing the conversation's KV cache), and the trace the web app shows.
@@ -14,16 +14,17 @@ from typing import Any
 
 import torch
 
-from model.cache import KVState, Piece, pieces_after
-from model.conversation import Attachment, Conversation, prompt_keys, prompt_pieces, render_prompt
-from model.generate import GenerationSettings, TextStream, beam_tokens, stream_tokens
-from model.prompts import get_template, stop_strings, stop_token_ids
+from model.chat.cache import FeatureCache, KVState, Piece, pieces_after
+from model.chat.conversation import Attachment, Conversation, prompt_keys, prompt_pieces, render_prompt
+from model.chat.errors import BadRequest
+from model.chat.generate import GenerationSettings, TextStream, beam_tokens, stream_tokens
+from model.chat.prompts import get_template, stop_strings, stop_token_ids
 
 
-def run_turn(engine: Any, request: Any) -> None:
-    """Answer the last (pending) turn of ``request.conv``, emitting deltas to ``request``."""
+def run_turn(model: Any, request: Any, features: FeatureCache) -> None:
+    """Answer the last (pending) turn of ``request.conv`` with ``model``, emitting deltas to
+    ``request``; frozen encoder outputs come from (and go to) ``features``."""
     conv: Conversation = request.conv
-    model = engine.models[conv.model]
     start = time.perf_counter()
     trace: dict[str, Any] = {"model": conv.model, "template": model.config.llm.template,
                              "timings": {"queue_wait": start - request.submitted},
@@ -34,7 +35,7 @@ def run_turn(engine: Any, request: Any) -> None:
             trace["timings"]["decode"] = conv.media.load_seconds
         trace["notes"] += conv.media.notes
         trace["media"] = {"path": conv.media.path, "kind": conv.media.kind, "sound": conv.media.use_audio}
-    media = media_tokens(engine, conv, model, trace)
+    media = media_tokens(features, conv, model, trace)
     pieces, max_new = plan_prompt(conv, model, media, request.settings, trace)
     settings = dataclasses.replace(request.settings, max_new_tokens=max_new)
     generate_answer(conv, model, pieces, settings, request, trace)
@@ -43,7 +44,7 @@ def run_turn(engine: Any, request: Any) -> None:
 
 
 # -- media -------------------------------------------------------------------------------
-def media_tokens(engine: Any, conv: Conversation, model: Any, trace: dict) -> dict[str, torch.Tensor]:
+def media_tokens(features: FeatureCache, conv: Conversation, model: Any, trace: dict) -> dict[str, torch.Tensor]:
     """LLM soft tokens for the attached media, per branch: {"video": (1, Qv, D), "audio": (1, Qa, D)}."""
     att = conv.media
     if att is None:
@@ -58,12 +59,12 @@ def media_tokens(engine: Any, conv: Conversation, model: Any, trace: dict) -> di
     out = {}
     with torch.no_grad():
         if "video" in slots:
-            feats = frozen_features(engine, model, att, "vision", trace)  # (1, T, Qi, H)
+            feats = frozen_features(features, model, att, "vision", trace)  # (1, T, Qi, H)
             t = time.perf_counter()
             out["video"] = model.video_tokens(feats)  # (1, Qv, D)
             trace["timings"]["adapters"] = trace["timings"].get("adapters", 0.0) + time.perf_counter() - t
         if "audio" in slots:
-            feats = frozen_features(engine, model, att, "audio", trace)  # (1, S, E)
+            feats = frozen_features(features, model, att, "audio", trace)  # (1, S, E)
             t = time.perf_counter()
             out["audio"] = model.audio_tokens(feats)  # (1, Qa, D)
             trace["timings"]["adapters"] = trace["timings"].get("adapters", 0.0) + time.perf_counter() - t
@@ -72,8 +73,8 @@ def media_tokens(engine: Any, conv: Conversation, model: Any, trace: dict) -> di
     return out
 
 
-def frozen_features(engine: Any, model: Any, att: Attachment, branch: str, trace: dict) -> torch.Tensor:
-    """Frozen encoder output for the attachment, from the engine's cache when possible.
+def frozen_features(features: FeatureCache, model: Any, att: Attachment, branch: str, trace: dict) -> torch.Tensor:
+    """Frozen encoder output for the attachment, from ``features`` when possible.
 
     The key is (hash of the decoded input, load options, encoder fingerprint): checkpoints that share
     frozen encoder weights (same fingerprint) share entries; the adapters run per model.
@@ -82,7 +83,7 @@ def frozen_features(engine: Any, model: Any, att: Attachment, branch: str, trace
     fingerprint = (getattr(model, "fingerprints", None) or {}).get(branch) or f"unshared-model-{id(model)}"
     content = getattr(media, "sha256", None) or f"object-{id(media)}"
     key = (content, att.options_key, branch, fingerprint)
-    feats = engine.features.get(key)
+    feats = features.get(key)
     name = "vision_encode" if branch == "vision" else "audio_encode"
     if feats is not None:
         trace["timings"][name] = 0.0
@@ -99,8 +100,8 @@ def frozen_features(engine: Any, model: Any, att: Attachment, branch: str, trace
         fbank = fbank[None] if fbank.ndim == 4 else fbank  # (1, S, 1, M, F)
         trace["shapes"]["fbank"] = list(fbank.shape)
         feats = model.encode_clips(fbank)  # (1, S, E)
-    engine.count_encoder_call(branch)
-    engine.features.put(key, feats)
+    features.count_encoder_call(branch)
+    features.put(key, feats)
     trace["timings"][name] = time.perf_counter() - t
     trace["shapes"]["frame_features" if branch == "vision" else "clip_embeddings"] = list(feats.shape)
     return feats
@@ -116,8 +117,6 @@ def plan_prompt(conv: Conversation, model: Any, media: dict[str, torch.Tensor], 
                 trace: dict) -> tuple[list[Piece], int]:
     """Render and tokenize the prompt, dropping the oldest turns (never the media) until
     prompt + ``max_new_tokens`` fits ``config.llm.max_context``; returns (pieces, max_new)."""
-    from model.engine import BadRequest  # engine imports this module
-
     template = get_template(model.config.llm.template)
     budget = min(model.config.llm.max_context, model.config.llm.max_positions)
     add_bos = template.style != "tokenizer"  # a chat template writes its own BOS, if any

@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.cache import KVState, Piece
-from model.prompts import Template, join_question, media_message, media_system, render, split_slots
+from model.chat.cache import KVState, Piece
+from model.chat.prompts import Template, join_question, media_message, media_system, render, split_slots
 
 _ids = itertools.count(1)
 

@@ -1,6 +1,6 @@
 """How well the frozen LLM answers toy-world questions from a perfect description of the clip.
 
-    python bench/llm_reading.py [--forms caption,structured] [--steps 100] [--test-clips 30]
+    python experiments/llm_reading.py [--forms caption,structured] [--steps 100] [--test-clips 30]
 
 A reference for the bundled model's accuracy: no encoders, no adapters. Each clip's ground
 truth is written as text and put where the soft tokens go (video slot: what is seen, audio
@@ -44,16 +44,16 @@ from transformers import DynamicCache
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from model.chat.generate import GenerationSettings, stream_tokens  # noqa: E402
+from model.chat.prompts import stop_token_ids  # noqa: E402
 from model.config import VideoLlamaConfig  # noqa: E402
-from model.generate import GenerationSettings, stream_tokens  # noqa: E402
 from model.llm import load_llm  # noqa: E402
-from model.prompts import stop_token_ids  # noqa: E402
 from train import stages  # noqa: E402
 from train.evaluate import scene_text  # noqa: E402
 from train.recipes import YES_NO_ANSWERS  # noqa: E402
 from train.toy_pipeline import instruct_examples  # noqa: E402
-from train.world import sample_scene, scene_rng  # noqa: E402
-from train.world_qa import QA, make_qa, score_answer  # noqa: E402
+from train.world.qa import QA, make_qa, score_answer  # noqa: E402
+from train.world.scene import sample_scene, scene_rng  # noqa: E402
 
 NUMBERS = ("no", "one", "two", "three")
 FORMS = ("caption", "structured")

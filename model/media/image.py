@@ -11,7 +11,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model.media_common import CorruptMedia, LoadOptions, MediaTooLarge, place, scaled_size
+from model.media.common import LoadOptions, place, scaled_size
+from model.media.errors import CorruptMedia, MediaTooLarge
 
 
 def probe_image(path: str) -> tuple[str, int, int, int] | None:

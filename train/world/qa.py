@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from train.world import COLOURS, PATTERNS, SHAPES, Scene, Shape, SoundSegment
+from train.world.scene import COLOURS, PATTERNS, SHAPES, Scene, Shape, SoundSegment
 
 SKILLS = ("colour", "shape", "count", "motion", "temporal_order", "sound_pitch", "sound_pattern",
           "audio_visual", "description")

@@ -8,6 +8,7 @@ be kept, and only the rest is run through the LLM.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -62,6 +63,19 @@ class LRUCache:
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._items
+
+
+class FeatureCache(LRUCache):
+    """Frozen encoder outputs, keyed by (content hash, load options, branch, encoder fingerprint),
+    with a count of the encoder calls that filled it (the tests and benches read it)."""
+
+    def __init__(self, max_items: int):
+        super().__init__(max_items)
+        self.encoder_calls: collections.Counter = collections.Counter()
+
+    def count_encoder_call(self, branch: str) -> None:
+        with self._lock:
+            self.encoder_calls[branch] += 1
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Does a model folder answer its own training clips better than new ones? Underfit or overfit.
 
-    python bench/fit_gap.py [--model checkpoints/toy-world] [--clips 60]
+    python experiments/fit_gap.py [--model checkpoints/toy-world] [--clips 60]
 
 Renders the first ``--clips`` scenes of the toy-world recipe's training pool exactly as
 training saw them (``render_pool`` with the recipe's seed) and as many scenes it never saw
@@ -27,11 +27,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.checkpoint import load_model  # noqa: E402
+from model.weights.checkpoint import load_model  # noqa: E402
 from train import stages  # noqa: E402
 from train.recipes import toy_world  # noqa: E402
-from train.toy_data import render_pool  # noqa: E402
 from train.toy_pipeline import instruct_examples, precompute  # noqa: E402
+from train.world.pool import render_pool  # noqa: E402
 
 FORMS = {"open": "open", "yes_no": "yes/no"}  # QA.kind -> column label
 SEEDS = {"training clips": toy_world().world["seed"], "new clips": 7}  # the recipe's pool; one it never drew

@@ -25,7 +25,8 @@ import torch
 import torchaudio
 
 from model.config import AudioConfig
-from model.media_common import CorruptMedia, Deadline, LoadOptions
+from model.media.common import Deadline, LoadOptions
+from model.media.errors import CorruptMedia
 
 AUDIO = AudioConfig()
 FRAME_LENGTH_MS = 25.0  # ImageBind's Kaldi fbank window

@@ -6,8 +6,8 @@ returns a ``MediaInput``. Threads share the work: frames (the worker, which the 
 watches, plus a second decoder for far-apart targets) and the sound track (its own
 container). The cache key hashes the decoded input, not the file. Every failure
 is a ``MediaError`` whose message says what is wrong and what to do. Decoding details live
-in ``media_video``, ``media_audio`` and ``media_image``; this module is the entry point and
-the only one other code should import.
+in ``video``, ``audio`` and ``image`` beside it; ``model.media`` re-exports this module's
+public names, and is what other code imports.
 """
 
 from __future__ import annotations
@@ -25,26 +25,11 @@ import av
 import numpy as np
 import torch
 
-from model.media_audio import AudioClips, load_clips
-from model.media_common import (
-    MAX_FRAMES,
-    Background,
-    CorruptMedia,
-    Deadline,
-    DecodeTimeout,
-    LoadOptions,
-    MediaError,
-    MediaTooLarge,
-    UnsupportedMedia,
-    normalise,
-)
-from model.media_image import load_image, probe_image
-from model.media_video import decode_frames_decord, decode_frames_pyav, sample_indices, video_info
-
-__all__ = [
-    "MAX_FRAMES", "CorruptMedia", "DecodeTimeout", "LoadOptions", "MediaError", "MediaInput",
-    "MediaTooLarge", "UnsupportedMedia", "frame_message", "load_media",
-]
+from model.media.audio import AudioClips, load_clips
+from model.media.common import Background, Deadline, LoadOptions, normalise
+from model.media.errors import CorruptMedia, DecodeTimeout, MediaError, MediaTooLarge, UnsupportedMedia
+from model.media.image import load_image, probe_image
+from model.media.video import decode_frames_decord, decode_frames_pyav, sample_indices, video_info
 
 NO_SOUND_NOTE = "this video has no sound"
 _ANIMATED_IMAGE_FORMATS = ("GIF",)  # FFmpeg decodes these as video; animated WebP it cannot

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from model.config import VideoLlamaConfig
-from train.world import Scene, WorldConfig, sample_scene, scene_rng
-from train.world_qa import QA, _sound_sentence, captions, make_qa
-from train.world_render import render_arrays
+from train.world.qa import QA, _sound_sentence, captions, make_qa
+from train.world.render import render_arrays
+from train.world.scene import Scene, WorldConfig, sample_scene, scene_rng
 
 POSITION_BINS = 5  # per axis, in the stage-0 frame descriptions
 
@@ -43,7 +43,7 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 def fbank_clips(wave: np.ndarray, sample_rate: int, cfg) -> torch.Tensor:
     """Mono waveform -> (S, 1, mel, frames) fbank clips, cut and computed as the media loader."""
-    from model.media_audio import clip_starts, fbank_clip
+    from model.media.audio import clip_starts, fbank_clip
 
     if sample_rate != cfg.sample_rate:
         raise ValueError(f"waveform at {sample_rate} Hz; resample to {cfg.sample_rate} Hz first")
@@ -85,7 +85,7 @@ def frame_description(scene: Scene, t: float) -> str:
 
 def corrupt_objects(objects: list, rng: np.random.Generator) -> list:
     """The same objects with one attribute changed (or one object dropped): a hard negative."""
-    from train.world import COLOURS, SHAPES, SIZES
+    from train.world.scene import COLOURS, SHAPES, SIZES
 
     if not objects:
         return [("small", COLOURS[int(rng.integers(len(COLOURS)))], SHAPES[int(rng.integers(len(SHAPES)))],

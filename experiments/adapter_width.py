@@ -1,10 +1,10 @@
 """Does a wider video/audio Q-Former fit the toy world faster? Short stages 1 and 2, side by side.
 
-    python bench/adapter_width.py [--model checkpoints/toy-world] [--widths 128,384] [--video-queries 16]
+    python experiments/adapter_width.py [--model checkpoints/toy-world] [--widths 128,384] [--video-queries 16]
                                   [--lr-scales 1] [--centre-weights 0] [--stage1-steps 40] [--stage2-steps 150]
                                   [--out /tmp/adapter_width]
 
-The bundled model underfits its own training clips (``bench/fit_gap.py``), and its adapters are
+The bundled model underfits its own training clips (``experiments/fit_gap.py``), and its adapters are
 narrow (Q-Former width 128, against the frozen LLM's 576). This runs the recipe's stages 1 and 2,
 shortened, once per width on the same frozen encoders (read from ``--model``), the same rendered
 clips, the same batches in the same order and the same seed for the fresh adapters, and prints
@@ -41,12 +41,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.checkpoint import load_model  # noqa: E402
 from model.config import VideoLlamaConfig  # noqa: E402
 from model.video_llama import build_model  # noqa: E402
+from model.weights.checkpoint import load_model  # noqa: E402
 from train import stages  # noqa: E402
 from train.recipes import toy_world  # noqa: E402
-from train.toy_data import render_pool  # noqa: E402
 from train.toy_pipeline import (  # noqa: E402
     batch_features,
     caption_examples,
@@ -56,6 +55,7 @@ from train.toy_pipeline import (  # noqa: E402
     run_lm_stage,
 )
 from train.trainer import make_accelerator  # noqa: E402
+from train.world.pool import render_pool  # noqa: E402
 
 ADAPTERS = ("video_qformer", "audio_qformer")
 

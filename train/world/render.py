@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from train.world import BEEP_ON_S, HIGH_HZ, LOW_HZ, PALETTE, Scene, SoundSegment
+from train.world.scene import BEEP_ON_S, HIGH_HZ, LOW_HZ, PALETTE, Scene, SoundSegment
 
 AMPLITUDE = 0.3
 RAMP_S = 0.005  # fade in/out of each beep and segment so there are no clicks

@@ -1,8 +1,8 @@
-"""Pieces shared by the media loaders: options, typed errors, deadlines, resizing.
+"""Pieces shared by the media loaders: options, deadlines, resizing.
 
-Public names are re-exported by ``model/media.py``; import them from there. They live here
-so that ``media_video``, ``media_audio`` and ``media_image`` can use them without importing
-``model.media`` (which imports them).
+Public names are re-exported by ``model/media/__init__.py``; import them from there. They
+live here so that the ``video``, ``audio`` and ``image`` decoders can use them without
+importing the loader (which imports them).
 """
 
 from __future__ import annotations
@@ -15,32 +15,12 @@ import numpy as np
 import torch
 
 from model.config import CLIP_MEAN, CLIP_STD, AudioConfig
+from model.media.errors import DecodeTimeout
 
 MAX_FRAMES = 32  # rows of the frame position embedding (VideoLlamaConfig.max_frame_pos)
 RESIZE_MODES = ("squash", "pad", "crop")
 BACKENDS = ("pyav", "decord")
 _AUDIO = AudioConfig()
-
-
-# -- errors ------------------------------------------------------------------------
-class MediaError(ValueError):
-    """A media file that cannot be turned into model input; the message says what to do."""
-
-
-class UnsupportedMedia(MediaError):
-    """Not a format, codec or kind of file we can read."""
-
-
-class CorruptMedia(MediaError):
-    """Empty, truncated or damaged file."""
-
-
-class MediaTooLarge(MediaError):
-    """Over a configured limit (bytes, duration or pixels)."""
-
-
-class DecodeTimeout(MediaError):
-    """Decoding took longer than the configured time limit."""
 
 
 # -- options -----------------------------------------------------------------------

@@ -20,7 +20,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from model.media_common import Background, CorruptMedia, Deadline, LoadOptions, place, rotate, scaled_size
+from model.media.common import Background, Deadline, LoadOptions, place, rotate, scaled_size
+from model.media.errors import CorruptMedia
 
 MAX_BAD_PACKETS = 50  # undecodable packets tolerated (damaged files) before giving up
 # A second decoder pays when its part needs at least this many pixels decoded: 25 frames of

@@ -3,7 +3,7 @@
 A ``Scene`` is plain data (JSON round-trip through ``to_dict`` / ``Scene.from_dict``): one to
 three shapes on a plain background, each with a colour, size, motion and appear/leave times,
 and a sound track of tone or sweep segments, some tied to a shape's appear/leave event.
-Rendering lives in ``train/world_render.py``; captions and questions in ``train/world_qa.py``.
+Rendering lives in ``train/world/render.py``; captions and questions in ``train/world/qa.py``.
 
 Layout rule that keeps labels unambiguous: every shape in a scene has a different colour and
 a different shape name, and all motions of a scene share one axis (horizontal: left, right,

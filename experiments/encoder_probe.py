@@ -1,6 +1,6 @@
 """What a model's frozen image encoder tells apart: a probe on the image Q-Former's output.
 
-    python bench/encoder_probe.py [--model checkpoints/toy-world] [--clips 600] [--steps 400]
+    python experiments/encoder_probe.py [--model checkpoints/toy-world] [--clips 600] [--steps 400]
 
 Renders toy-world clips (the training split's generator with a seed training never used),
 encodes every sampled frame with the model folder's frozen vision encoder + image Q-Former,
@@ -30,10 +30,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.checkpoint import load_model  # noqa: E402
-from train.toy_data import render_pool  # noqa: E402
+from model.weights.checkpoint import load_model  # noqa: E402
 from train.toy_pipeline import precompute  # noqa: E402
-from train.world import COLOURS, SHAPES  # noqa: E402
+from train.world.pool import render_pool  # noqa: E402
+from train.world.scene import COLOURS, SHAPES  # noqa: E402
 
 PROBE_SEED = 23  # a render seed no training recipe uses
 KINDS = ("colour of shape", "shape of colour", "count")

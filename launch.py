@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("model.commands.convert", "turn official Video-LLaMA files into a model folder"),
     "download": ("model.commands.download", "fetch the released checkpoints (needs internet)"),
     "train": ("train.cli", "train a model (recipes: toy-world, toy-world --quick, ...)"),
-    "eval": ("train.evaluate", "score a model on an evaluation suite"),
+    "eval": ("evaluation.toy_world", "score a model on an evaluation suite"),
 }
 
 

@@ -44,12 +44,12 @@ from transformers import DynamicCache
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evaluation.toy_world import scene_text  # noqa: E402
 from model.chat.generate import GenerationSettings, stream_tokens  # noqa: E402
 from model.chat.prompts import stop_token_ids  # noqa: E402
 from model.config import VideoLlamaConfig  # noqa: E402
 from model.llm import load_llm  # noqa: E402
 from train import stages  # noqa: E402
-from train.evaluate import scene_text  # noqa: E402
 from train.recipes import YES_NO_ANSWERS  # noqa: E402
 from train.toy_pipeline import instruct_examples  # noqa: E402
 from train.world.qa import QA, make_qa, score_answer  # noqa: E402

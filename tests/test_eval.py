@@ -10,8 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from train import evaluate  # noqa: E402
-from train.evaluate import Item, another_way_items, heldout_items, score  # noqa: E402
+from evaluation import toy_world as evaluate  # noqa: E402
+from evaluation.toy_world import Item, another_way_items, heldout_items, score  # noqa: E402
 from train.world.qa import QA  # noqa: E402
 
 RED = QA("colour", "What colour is the star?", "red", "The star is red.", [["red"]], ["green", "blue"])
@@ -195,8 +195,8 @@ def test_image_items_are_still_frames_of_the_heldout_scenes_with_questions_about
     import numpy as np
     from PIL import Image
 
+    from evaluation.toy_world import image_items
     from model.media import load_media
-    from train.evaluate import image_items
     from train.world.scene import sample_scene, scene_rng
 
     items = image_items(tmp_path, 3)

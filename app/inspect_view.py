@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from model.chat.trace import TurnTrace
+
 BACKGROUND = (255, 255, 255)
 INK = (30, 30, 30)
 MUTED = (110, 110, 110)
@@ -204,48 +206,48 @@ def _ms(seconds: Any) -> str:
     return "" if seconds is None else f" · {float(seconds) * 1000:.0f} ms"
 
 
-def stages_from_trace(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    """Diagram stages from the engine's trace of the last turn (see model/turn.py)."""
-    shapes = trace.get("shapes", {}) or {}
-    t = trace.get("timings", {}) or {}
-    tokens = trace.get("tokens", {}) or {}
+def stages_from_trace(trace: TurnTrace | None) -> list[dict[str, Any]]:
+    """Diagram stages from the engine's trace of the last turn (see model/chat/trace.py)."""
+    if trace is None:
+        return []
+    shapes, t, tokens = trace.shapes, trace.timings, trace.tokens
     cached = "from the media cache"
     stages = []
-    if "video_tokens" in shapes:
-        frames = shapes.get("frames")
+    if shapes.video_tokens is not None:
         stages += [
             {"lane": "vision", "name": "Frames (CLIP-normalised)",
-             "detail": _shape(frames) + _ms(t.get("decode")) if frames else cached},
+             "detail": _shape(shapes.frames) + _ms(t.decode) if shapes.frames else cached},
             {"lane": "vision", "name": "EVA ViT + image Q-Former (frozen)",
-             "detail": _shape(shapes.get("frame_features")) + _ms(t.get("vision_encode"))},
+             "detail": _shape(shapes.frame_features) + _ms(t.vision_encode)},
             {"lane": "vision", "name": "frame positions + video Q-Former + video_proj",
-             "detail": f"{_shape(shapes['video_tokens'])} · {shapes['video_tokens'][1]} soft tokens"},
+             "detail": f"{_shape(shapes.video_tokens)} · {shapes.video_tokens[1]} soft tokens"},
         ]
-    if "audio_tokens" in shapes:
-        fbank = shapes.get("fbank")
+    if shapes.audio_tokens is not None:
         stages += [
-            {"lane": "audio", "name": "Audio clips (log-mel fbank)", "detail": _shape(fbank) if fbank else cached},
+            {"lane": "audio", "name": "Audio clips (log-mel fbank)",
+             "detail": _shape(shapes.fbank) if shapes.fbank else cached},
             {"lane": "audio", "name": "ImageBind audio encoder (frozen)",
-             "detail": _shape(shapes.get("clip_embeddings")) + _ms(t.get("audio_encode"))},
+             "detail": _shape(shapes.clip_embeddings) + _ms(t.audio_encode)},
             {"lane": "audio", "name": "clip positions + audio Q-Former + audio_proj",
-             "detail": f"{_shape(shapes['audio_tokens'])} · {shapes['audio_tokens'][1]} soft tokens"},
+             "detail": f"{_shape(shapes.audio_tokens)} · {shapes.audio_tokens[1]} soft tokens"},
         ]
-    if "prompt_embeds" in shapes:
+    if shapes.prompt_embeds is not None:
         stages.append({"lane": "text", "name": "Prompt: text tokens with media embeddings spliced in",
-                       "detail": f"{_shape(shapes['prompt_embeds'])} · {tokens.get('prompt', '?')} tokens "
-                                 f"({tokens.get('media', 0)} media, {tokens.get('reused', 0)} reused from "
-                                 f"the KV cache)" + _ms(t.get("embed"))})
-        speed = trace.get("tokens_per_second")
+                       "detail": f"{_shape(shapes.prompt_embeds)} · {tokens.prompt} tokens "
+                                 f"({tokens.media} media, {tokens.reused} reused from "
+                                 f"the KV cache)" + _ms(t.embed)})
+        speed = trace.tokens_per_second
         stages.append({"lane": "text", "name": "LLM: stream the answer",
-                       "detail": f"{tokens.get('new', 0)} new tokens" + _ms(t.get("generate"))
+                       "detail": f"{tokens.new} new tokens" + _ms(t.generate)
                                  + (f" · {speed:.1f} tokens/s" if speed else "")
-                                 + (f" · first token after {float(t['first_token']):.2f} s"
-                                    if "first_token" in t else "")})
+                                 + (f" · first token after {t.first_token:.2f} s"
+                                    if t.first_token is not None else "")})
     return stages
 
 
-def timing_rows(trace: dict[str, Any]) -> list[list[Any]]:
-    return [[name, round(float(s) * 1000, 1)] for name, s in (trace.get("timings", {}) or {}).items()]
+def timing_rows(trace: TurnTrace | None) -> list[list[Any]]:
+    """[stage, milliseconds] for each stage the last turn ran."""
+    return [] if trace is None else [[name, round(s * 1000, 1)] for name, s in trace.timings.rows()]
 
 
 def _pad_top(image: Image.Image | None, pixels: int = 40) -> Image.Image | None:
@@ -261,18 +263,18 @@ def render(session: Any, engine: Any) -> tuple:
     """(frames, waveform, spectrogram, diagram, prompt, timing rows, notes) for the tab."""
     media = getattr(session, "media", None)
     conv = getattr(session, "conv", None)
-    trace = engine.trace(conv) if conv is not None else {}
+    trace = engine.trace(conv) if conv is not None else None
     if media is None:
         empty_note = "Load a file in the Chat tab (and ask a question) to see what the model receives."
         return [], None, None, None, "", [], empty_note
     stages = stages_from_trace(trace)
     diagram = pipeline_diagram(stages) if stages else None
-    notes = [str(n) for n in (trace.get("notes") or getattr(media, "notes", None) or [])]
-    if not trace:
+    notes = [str(n) for n in ((trace.notes if trace else None) or getattr(media, "notes", None) or [])]
+    if trace is None:
         notes.insert(0, "Ask a question in the Chat tab to see the prompt, shapes and timings.")
     return (frame_gallery(media), _pad_top(waveform_image(media)), _pad_top(spectrogram_image(media)),
             _pad_top(diagram),
-            str(trace.get("prompt", "")), timing_rows(trace), "\n".join(f"- {n}" for n in notes))
+            trace.prompt if trace else "", timing_rows(trace), "\n".join(f"- {n}" for n in notes))
 
 
 def build_tab(chat_state, tab, engine) -> None:

@@ -99,10 +99,11 @@ def test_closing_the_stream_cancels_the_engine(engine):
         next(stream)
     stream.close()  # what Gradio does when the user presses Stop
     deadline = time.time() + 10
-    while "stopped before the end" not in engine.trace(session.conv).get("notes", []) and time.time() < deadline:
+    while (engine.trace(session.conv) is None or "stopped before the end" not in engine.trace(session.conv).notes) \
+            and time.time() < deadline:
         time.sleep(0.05)
-    assert "stopped before the end" in engine.trace(session.conv)["notes"]
-    assert engine.trace(session.conv)["tokens"]["new"] < 400
+    assert "stopped before the end" in engine.trace(session.conv).notes
+    assert engine.trace(session.conv).tokens.new < 400
 
 
 def test_api_settings_are_checked():

@@ -56,11 +56,11 @@ def test_pipeline_stages_carry_the_traces_shapes_and_tokens(asked):
     trace = engine.trace(session.conv)
     stages = inspect_view.stages_from_trace(trace)
     details = {s["name"]: s["detail"] for s in stages}
-    frames = " x ".join(map(str, trace["shapes"]["frames"]))
+    frames = " x ".join(map(str, trace.shapes.frames))
     assert details["Frames (CLIP-normalised)"].startswith(frames)
-    video = trace["shapes"]["video_tokens"]
+    video = trace.shapes.video_tokens
     assert f"{video[1]} soft tokens" in details["frame positions + video Q-Former + video_proj"]
-    assert f"{trace['tokens']['prompt']} tokens" in details["Prompt: text tokens with media embeddings spliced in"]
+    assert f"{trace.tokens.prompt} tokens" in details["Prompt: text tokens with media embeddings spliced in"]
     assert {s["lane"] for s in stages} == {"vision", "audio", "text"}
     picture = inspect_view.pipeline_diagram(stages)
     assert np.asarray(picture).std() > 10

@@ -68,11 +68,11 @@ def test_streams_deltas_and_traces_the_turn(model, media):
     deltas, answer = _chat(engine, conv, "What is moving?")
     assert len(deltas) > 5 and "".join(deltas).strip() == answer and answer
     trace = engine.trace(conv)
-    assert AUDIO_VIDEO_MESSAGE + " What is moving? [/INST]" in trace["prompt"]
+    assert AUDIO_VIDEO_MESSAGE + " What is moving? [/INST]" in trace.prompt
     for stage in ("decode", "vision_encode", "audio_encode", "adapters", "prefill", "first_token", "total"):
-        assert stage in trace["timings"]
-    assert trace["shapes"]["video_tokens"] == [1, 5, 48] and trace["shapes"]["audio_tokens"] == [1, 3, 48]
-    assert trace["tokens"]["media"] == 8 and trace["tokens"]["new"] == 24
+        assert getattr(trace.timings, stage) is not None
+    assert trace.shapes.video_tokens == [1, 5, 48] and trace.shapes.audio_tokens == [1, 3, 48]
+    assert trace.tokens.media == 8 and trace.tokens.new == 24
 
 
 def test_kv_reuse_matches_full_recompute(model, media):
@@ -86,12 +86,12 @@ def test_kv_reuse_matches_full_recompute(model, media):
     engine.undo(reuse)  # the cache now runs past what the next prompt shares: it must be cut
     engine.drop_kv_cache(fresh)
     _, follow_up = _chat(engine, reuse, "And the colours?")
-    reused = engine.trace(reuse)["tokens"]
+    reused = engine.trace(reuse).tokens
     _, recomputed = _chat(engine, fresh, "And the colours?")
-    full = engine.trace(fresh)["tokens"]
+    full = engine.trace(fresh).tokens
     assert follow_up == recomputed  # character-level tokenizer: same text means same tokens
-    assert full["reused"] == 0 and full["prefilled"] == full["prompt"]
-    assert reused["reused"] > 0.8 * reused["prompt"] and reused["prefilled"] < 0.2 * reused["prompt"]
+    assert full.reused == 0 and full.prefilled == full.prompt
+    assert reused.reused > 0.8 * reused.prompt and reused.prefilled < 0.2 * reused.prompt
 
 
 def test_media_cache_shared_by_checkpoints_with_the_same_frozen_encoders(model, media):
@@ -127,22 +127,22 @@ def test_silent_video_image_and_audio_only(model, media):
     engine.attach_media(conv, media / "silent.mp4")
     _chat(engine, conv, "Q?")
     trace = engine.trace(conv)
-    assert "this video has no sound" in trace["notes"]
-    assert "<Video><ImageHere></Video> The video contains 8 frames sampled at 0.0, " in trace["prompt"]
-    assert "audio_tokens" not in trace["shapes"]
+    assert "this video has no sound" in trace.notes
+    assert "<Video><ImageHere></Video> The video contains 8 frames sampled at 0.0, " in trace.prompt
+    assert trace.shapes.audio_tokens is None
     image = engine.new_conversation()
     engine.attach_media(image, media / "pic.png")
     _chat(engine, image, "Q?")
-    assert engine.trace(image)["prompt"].startswith(f"[INST] <<SYS>>\n{IMAGE_SYSTEM}\n<</SYS>>\n\n<Image><ImageHere>")
+    assert engine.trace(image).prompt.startswith(f"[INST] <<SYS>>\n{IMAGE_SYSTEM}\n<</SYS>>\n\n<Image><ImageHere>")
     sound = engine.new_conversation()
     engine.attach_media(sound, media / "tone.wav")
     _chat(engine, sound, "Q?")
-    assert AUDIO_MESSAGE + " Q? [/INST]" in engine.trace(sound)["prompt"]
-    assert "video_tokens" not in engine.trace(sound)["shapes"]
+    assert AUDIO_MESSAGE + " Q? [/INST]" in engine.trace(sound).prompt
+    assert engine.trace(sound).shapes.video_tokens is None
     no_audio = engine.new_conversation()
     engine.attach_media(no_audio, media / "av.mp4", use_audio=False)
     _chat(engine, no_audio, "Q?")
-    assert "<Video><ImageHere></Video> The video" in engine.trace(no_audio)["prompt"]
+    assert "<Video><ImageHere></Video> The video" in engine.trace(no_audio).prompt
 
 
 def test_vicuna_stop_text_ends_the_answer(media):
@@ -151,8 +151,8 @@ def test_vicuna_stop_text_ends_the_answer(media):
     conv = engine.new_conversation()
     deltas, answer = _chat(engine, conv, "Q?")
     assert deltas == [] and answer == ""
-    assert engine.trace(conv)["tokens"]["new"] == 3  # '###' stopped it
-    assert engine.trace(conv)["prompt"] == "###Human: Q?###Assistant:"
+    assert engine.trace(conv).tokens.new == 3  # '###' stopped it
+    assert engine.trace(conv).prompt == "###Human: Q?###Assistant:"
     llama = ChatEngine({"l": _model(favour="#")})  # '###' is no stop text for LLaMA-2
     conv = llama.new_conversation()
     assert _chat(llama, conv, "Q?")[1] == "#" * 24
@@ -162,7 +162,7 @@ def test_eos_token_ends_the_answer():
     engine = ChatEngine({"m": _model(eos=True, favour="</s>")})
     conv = engine.new_conversation()
     assert _chat(engine, conv, "Q?") == ([], "")
-    assert engine.trace(conv)["tokens"]["new"] == 0
+    assert engine.trace(conv).tokens.new == 0
 
 
 def test_cancel_ends_the_stream_and_frees_the_worker(model, media):
@@ -182,7 +182,7 @@ def test_cancel_ends_the_stream_and_frees_the_worker(model, media):
     cut = first + "".join(rest)
     assert first and full.startswith(cut) and len(cut) < len(full)
     assert conv.turns[-1].answer == (first + "".join(rest)).strip()
-    assert "stopped before the end" in engine.trace(conv)["notes"]
+    assert "stopped before the end" in engine.trace(conv).notes
     _, answer = _chat(engine, conv, "Again?")  # the worker is free
     assert len(conv.turns) == 2 and answer
 
@@ -194,7 +194,7 @@ def test_closing_the_iterator_cancels(model):
     next(stream)
     stream.close()
     _chat(engine, conv, "Next?")
-    assert len(engine.trace(conv)["prompt"]) > 0 and len(conv.turns) == 2
+    assert len(engine.trace(conv).prompt) > 0 and len(conv.turns) == 2
 
 
 def test_concurrent_conversations_match_sequential_answers(model, media):
@@ -288,10 +288,10 @@ def test_old_turns_are_dropped_but_never_the_media(media):
     for i in range(6):
         _chat(engine, conv, f"Question number {i}, about the video?", settings)
     trace = engine.trace(conv)
-    assert any(n.startswith("dropped") for n in trace["notes"]) and conv.first_turn > 0
-    assert "<Video><ImageHere></Video>" in trace["prompt"] and "Question number 5" in trace["prompt"]
-    assert "Question number 0" not in trace["prompt"]
-    assert trace["tokens"]["prompt"] + 40 <= 400 and trace["tokens"]["media"] == 5
+    assert any(n.startswith("dropped") for n in trace.notes) and conv.first_turn > 0
+    assert "<Video><ImageHere></Video>" in trace.prompt and "Question number 5" in trace.prompt
+    assert "Question number 0" not in trace.prompt
+    assert trace.tokens.prompt + 40 <= 400 and trace.tokens.media == 5
     assert len(conv.history()) == 6  # the user still sees every turn
 
 
@@ -310,9 +310,9 @@ def test_regenerate_undo_clear(model, media):
     engine.undo(conv)
     assert [q for q, _ in conv.history()] == ["Q1?"]
     _chat(engine, conv, "Q3?")
-    assert "Q2?" not in engine.trace(conv)["prompt"] and "Q3?" in engine.trace(conv)["prompt"]
+    assert "Q2?" not in engine.trace(conv).prompt and "Q3?" in engine.trace(conv).prompt
     engine.clear(conv)
-    assert conv.turns == [] and conv.media is None and engine.trace(conv) == {}
+    assert conv.turns == [] and conv.media is None and engine.trace(conv) is None
 
 
 def test_beam_search_through_the_engine(model):
@@ -330,7 +330,7 @@ def test_load_options_follow_the_model_config(media):
     assert tuple(got.frames.shape) == (3, 3, 35, 35)
     assert tuple(got.audio.shape) == (4, 1, 32, 44)  # the tiny preset's mel bins x frames, not 128 x 204
     _chat(engine, conv, "Q?")
-    assert engine.trace(conv)["shapes"]["fbank"] == [1, 4, 1, 32, 44]
+    assert engine.trace(conv).shapes.fbank == [1, 4, 1, 32, 44]
 
 
 def test_only_the_most_recent_conversations_keep_a_kv_cache(model):
@@ -342,4 +342,4 @@ def test_only_the_most_recent_conversations_keep_a_kv_cache(model):
         _chat(engine, conv, "Q?", GenerationSettings(max_new_tokens=2, do_sample=False))
     assert convs[0].kv is None and all(c.kv is not None for c in convs[1:])
     _chat(engine, convs[0], "Again?", GenerationSettings(max_new_tokens=2, do_sample=False))
-    assert engine.trace(convs[0])["tokens"]["reused"] == 0 and convs[1].kv is None
+    assert engine.trace(convs[0]).tokens.reused == 0 and convs[1].kv is None

@@ -16,6 +16,7 @@ from typing import Any
 
 from model.chat.cache import KVState, Piece
 from model.chat.prompts import Template, join_question, media_message, media_system, render, split_slots
+from model.chat.trace import TurnTrace
 
 _ids = itertools.count(1)
 
@@ -51,6 +52,7 @@ class Conversation:
     """One chat. Create with ``ChatEngine.new_conversation``; mutate through the engine."""
 
     model: str
+    system: str | None = None  # replaces the template's system prompt (and the media's); None: default
     media: Attachment | None = None
     turns: list[Turn] = field(default_factory=list)
     first_turn: int = 0  # turns before this were dropped to fit the context window
@@ -59,7 +61,7 @@ class Conversation:
     kv: KVState | None = None
     media_tokens: dict = field(default_factory=dict)  # (model, attachment id) -> {branch: (1, n, D)}
     requests: list = field(default_factory=list)
-    last_trace: dict = field(default_factory=dict)
+    last_trace: TurnTrace | None = None  # written by model/chat/turn.py when a turn ends
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def history(self) -> list[tuple[str, str | None]]:
@@ -82,7 +84,7 @@ def render_prompt(conv: Conversation, template: Template, tokenizer: Any, start:
     for i, turn in enumerate(conv.turns[start:]):
         question = join_question(media_msg, turn.question) if i == 0 and media_msg is not None else turn.question
         messages += [(user, question), (assistant, turn.answer)]
-    system = media_system(template, conv.media.kind if conv.media else None)
+    system = conv.system if conv.system is not None else media_system(template, conv.media.kind if conv.media else None)
     return render(template, system, messages, tokenizer), slots
 
 

@@ -33,10 +33,11 @@ from model.chat.conversation import Attachment, Conversation, Turn
 from model.chat.errors import BadRequest, ChatError, EngineBusy
 from model.chat.generate import GenerationSettings
 from model.chat.prompts import IMAGE_SLOT
+from model.chat.trace import TurnTrace
 from model.chat.turn import run_turn
 from model.media import LoadOptions, load_media
 
-__all__ = ["BadRequest", "ChatEngine", "ChatError", "Conversation", "EngineBusy", "GenerationSettings"]
+__all__ = ["BadRequest", "ChatEngine", "ChatError", "Conversation", "EngineBusy", "GenerationSettings", "TurnTrace"]
 
 MAX_QUESTION_CHARS = 20_000  # refuse pasted novels before tokenizing them
 KV_CONVERSATIONS = 8  # conversations whose KV cache is kept (each can be ~1 GB on a 7B model)
@@ -92,11 +93,17 @@ class ChatEngine:
             worker.start()
 
     # -- conversations -------------------------------------------------------------
-    def new_conversation(self, model: str | None = None) -> Conversation:
+    def new_conversation(self, model: str | None = None, system: str | None = None) -> Conversation:
+        """Start a conversation with ``model`` (default: the first loaded one).
+
+        ``system`` replaces the system prompt that the template (or, with media, the original
+        demo) would use; "" is an empty system prompt, None keeps the default. It stays with
+        the conversation through ``clear``.
+        """
         name = model or self.model_names[0]
         if name not in self.models:
             raise BadRequest(f"unknown model {name!r}; loaded models: {', '.join(self.model_names)}")
-        return Conversation(model=name)
+        return Conversation(model=name, system=_check_system(system))
 
     def attach_media(self, conv: Conversation, path: str | os.PathLike, *, kind: str | None = None,
                      use_audio: bool = True, num_frames: int = 8) -> Any:
@@ -167,17 +174,26 @@ class ChatEngine:
         return Attachment(path=path, kind=kind, media=media, use_audio=sound,
                           options_key=_options_key(options, False), notes=_unique(notes))
 
+    def generation_defaults(self, model: str | None = None) -> GenerationSettings:
+        """The model folder's recommended settings (its ``generation_config.json``; the original
+        demo's when it has none): what ``ask`` uses when no settings are given. A copy."""
+        name = model or self.model_names[0]
+        if name not in self.models:
+            raise BadRequest(f"unknown model {name!r}; loaded models: {', '.join(self.model_names)}")
+        defaults = getattr(self.models[name], "generation_defaults", None)
+        return dataclasses.replace(defaults) if defaults is not None else GenerationSettings()
+
     def ask(self, conv: Conversation, question: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Ask a question; returns an iterator of text deltas. The answer is stored in ``conv``
         when the iterator ends. Bad input raises ``BadRequest`` here, before anything runs."""
         question = self._check_question(conv, question)
-        return self._stream(_Request(conv, "ask", question, self._check_settings(settings)))
+        return self._stream(_Request(conv, "ask", question, self._check_settings(settings or self.generation_defaults(conv.model))))
 
     def regenerate(self, conv: Conversation, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Answer the last question again (replacing its answer)."""
         if not conv.turns:
             raise BadRequest("nothing to regenerate: the conversation has no question yet")
-        return self._stream(_Request(conv, "regenerate", None, self._check_settings(settings)))
+        return self._stream(_Request(conv, "regenerate", None, self._check_settings(settings or self.generation_defaults(conv.model))))
 
     def undo(self, conv: Conversation) -> None:
         """Remove the last question and its answer (cancelling it if it is running)."""
@@ -195,7 +211,7 @@ class ChatEngine:
             conv.media = None
             conv.first_turn = 0
             conv.reset_caches()
-            conv.last_trace = {}
+            conv.last_trace = None
 
     def cancel(self, conv: Conversation) -> None:
         """Stop the running (and any queued) request of ``conv``; the stream ends within a token."""
@@ -209,10 +225,11 @@ class ChatEngine:
         with conv.lock:
             conv.kv = None
 
-    def trace(self, conv: Conversation) -> dict:
-        """What happened in the last turn: prompt, stage timings, shapes, token counts, notes."""
+    def trace(self, conv: Conversation) -> TurnTrace | None:
+        """What happened in the last turn: prompt, stage timings, shapes, token counts, notes
+        (None before the first answer). Each turn writes a new ``TurnTrace``; treat it as read-only."""
         with conv.lock:
-            return dict(conv.last_trace)
+            return conv.last_trace
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop the workers after the queued requests and wait up to ``timeout`` seconds for them
@@ -339,6 +356,18 @@ def _options_key(options: LoadOptions, with_audio: bool) -> tuple:
     """Load options that shape the tensors (limits and timeouts do not)."""
     skip = {"max_bytes", "max_duration_s", "max_pixels", "timeout_s"} | (set() if with_audio else {"use_audio"})
     return tuple((k, v) for k, v in dataclasses.asdict(options).items() if k not in skip)
+
+
+def _check_system(system: Any) -> str | None:
+    if system is None:
+        return None
+    if not isinstance(system, str):
+        raise BadRequest(f"the system prompt must be text, not {type(system).__name__}")
+    if IMAGE_SLOT in system:
+        raise BadRequest(f"the system prompt may not contain {IMAGE_SLOT!r} (it marks where media goes)")
+    if len(system) > MAX_QUESTION_CHARS:
+        raise BadRequest(f"the system prompt is {len(system)} characters; the limit is {MAX_QUESTION_CHARS}")
+    return system
 
 
 def _media_token_count(model: Any, attachment: Attachment | None) -> int:

@@ -113,7 +113,8 @@ def answer_line(engine, n: int, text: str, base: Path, settings) -> dict:
                                 num_frames=int(item.get("num_frames", 8)))
         answer = "".join(engine.ask(conv, question, settings))
         record["answer"] = conv.turns[-1].answer if conv.turns else answer.strip()
-        record["notes"] = engine.trace(conv).get("notes", [])
+        trace = engine.trace(conv)
+        record["notes"] = list(trace.notes) if trace else []
     except Exception as err:  # reported in the output; the run goes on
         record["error"] = f"{type(err).__name__}: {err}"
     record["seconds"] = round(time.perf_counter() - start, 3)

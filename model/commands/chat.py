@@ -99,8 +99,10 @@ def _answer(engine, conv, stream, show_trace: bool) -> None:
     print(flush=True)
     if show_trace:
         trace = engine.trace(conv)
-        summary = {k: trace.get(k) for k in ("timings", "tokens", "notes", "tokens_per_second")}
-        print(json.dumps(summary, indent=1, default=str), file=sys.stderr)
+        if trace is not None:
+            summary = {k: v for k, v in trace.to_dict().items()
+                       if k in ("timings", "tokens", "notes", "tokens_per_second")}
+            print(json.dumps(summary, indent=1, default=str), file=sys.stderr)
 
 
 def _interactive(engine, conv, settings, show_trace: bool) -> int:
@@ -123,7 +125,8 @@ def _interactive(engine, conv, settings, show_trace: bool) -> int:
                 print("bot> ", end="", flush=True)
                 _answer(engine, conv, engine.regenerate(conv, settings), show_trace)
             elif line == "/trace":
-                print(json.dumps(engine.trace(conv), indent=1, default=str), file=sys.stderr)
+                trace = engine.trace(conv)
+                print(json.dumps(trace.to_dict() if trace else None, indent=1, default=str), file=sys.stderr)
             elif line.startswith("/"):
                 print(HELP, file=sys.stderr)
             else:

@@ -28,8 +28,8 @@ MODES = (MODE_AV, MODE_VISION, MODE_AUDIO)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".flac", ".ogg", ".oga", ".opus", ".aac"}
 
-# The API's optional settings: GenerationSettings fields plus these media options.
-MEDIA_SETTING_KEYS = ("mode", "num_frames", "model")
+# The API's optional settings: GenerationSettings fields plus these media and conversation options.
+MEDIA_SETTING_KEYS = ("mode", "num_frames", "model", "system")
 
 
 @dataclass
@@ -44,6 +44,7 @@ class ChatSession:
     num_frames: int = 8
     turns: list[list[str]] = field(default_factory=list)  # [question, answer] pairs
     mode_forced: bool = False  # the file allowed one mode only (the page greyed the choice)
+    system: str | None = None  # the system prompt of new conversations (None: the model's default)
 
     def messages(self) -> list[dict[str, str]]:
         """The chat history in Gradio's messages format."""
@@ -96,7 +97,7 @@ class MediaStatus:
 
 def _attach(engine, session: ChatSession) -> Any:
     """Start a fresh conversation on the session's media with its mode and frame count."""
-    session.conv = engine.new_conversation(session.model)
+    session.conv = engine.new_conversation(session.model, session.system)
     session.turns = []
     session.media = None
     use_audio = session.mode != MODE_VISION
@@ -175,6 +176,25 @@ def change_mode(engine, session: ChatSession | None, mode: str, num_frames: int)
         return session, ""
     status = load_media(engine, session, session.media_path, mode, num_frames)[1]
     return session, status.note + " New conversation."
+
+
+def set_system(engine, session: ChatSession | None, text: str | None) -> tuple[ChatSession, str]:
+    """Use ``text`` as the system prompt (blank: the model's default); a loaded file starts a
+    new conversation with it."""
+    session = session or ChatSession()
+    system = text if text and text.strip() else None
+    if system == session.system:
+        return session, ""
+    previous, session.system = session.system, system
+    try:
+        if session.media_path is None:
+            engine.new_conversation(session.model, system)  # only checks the text
+            return session, "System prompt set."
+        _attach(engine, session)
+    except Exception as err:  # noqa: BLE001
+        session.system = previous
+        return session, f"⚠️ {error_text(err)}"
+    return session, "System prompt set. New conversation."
 
 
 # -- asking --------------------------------------------------------------------------
@@ -300,7 +320,10 @@ def api_chat(engine, session: ChatSession | None, media_path: str | None, questi
     gen, media_opts = parse_api_settings(settings)
     if media_opts.get("model") is not None and media_opts["model"] not in engine.model_names:
         raise ValueError(f"unknown model {media_opts['model']!r}; models: {', '.join(engine.model_names)}")
+    if "system" in media_opts and not media_path:
+        raise ValueError("the system setting starts a new conversation: send it with a media file")
     if media_path:
+        session.system = media_opts.get("system")
         mode = media_opts.get("mode", MODE_AV)
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")

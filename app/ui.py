@@ -38,7 +38,7 @@ API_DESCRIPTION = (
     "Ask about a media file. Inputs: media (a video, image or audio file; send none to ask a "
     "follow-up in the same client's conversation), question (text), settings (optional JSON "
     'object, e.g. {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 200, "num_beams": 1, '
-    '"seed": 0, "num_frames": 8, "mode": "Vision only", "model": "<name>"}). '
+    '"seed": 0, "num_frames": 8, "mode": "Vision only", "model": "<name>", "system": "<system prompt>"}). '
     "Streams the growing answer text."
 )
 
@@ -128,6 +128,11 @@ def _on_regenerate(engine, session, *gen):
         yield current, current.messages(), notice
 
 
+def _on_system(engine, session, text):
+    session, notice = handlers.set_system(engine, session, text)
+    return session, session.messages(), notice or gr.skip()
+
+
 def _on_small(fn, engine, session):
     session, notice = fn(engine, session)
     return session, session.messages(), notice
@@ -174,6 +179,10 @@ def _chat_column() -> dict[str, Any]:
         c["regenerate"] = gr.Button("Regenerate", elem_id="regenerate", size="sm")
         c["undo"] = gr.Button("Undo", elem_id="undo", size="sm")
         c["clear"] = gr.Button("Clear", elem_id="clear", size="sm")
+    with gr.Accordion("Advanced", open=False):
+        c["system"] = gr.Textbox(label="System prompt", elem_id="system", lines=1, max_lines=6,
+                                 placeholder="Empty: the model's default (press Enter to apply)",
+                                 info="Replaces the system prompt; applying it starts a new conversation.")
     return c
 
 
@@ -210,6 +219,9 @@ def _wire_chat(engine, state: gr.State, m: dict, c: dict, controls: Controls, co
                                   api_visibility="undocumented")
     c["stop"].click(e(handlers.stop, engine), [state], [c["notice"]], cancels=[*ask_events, regen],
                     queue=False, api_visibility="undocumented")
+    for event in (c["system"].submit, c["system"].blur):
+        event(e(_on_system, engine), [state, c["system"]], [state, c["chatbot"], c["notice"]],
+              concurrency_id="media", api_visibility="undocumented")
     for name, fn in (("undo", handlers.undo), ("clear", handlers.clear)):
         c[name].click(e(_on_small, fn, engine), [state], [state, c["chatbot"], c["notice"]],
                       concurrency_id="media", api_visibility="undocumented")

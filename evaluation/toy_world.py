@@ -252,6 +252,11 @@ def evaluate(answer: Callable[[str, str], str], items: list[Item], progress: boo
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default="toy-world", choices=SUITES, help="what to evaluate on")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (default: the bundled one)")
+    add_toy_arguments(parser)
+
+
+def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The toy world's own options (``launch.py eval`` adds them beside the runner's)."""
     parser.add_argument("--json", action="store_true", help="print one JSON object {accuracy, n, by_form, says_yes}")
     parser.add_argument("--clips", type=int, default=60, help="held-out clips (about 17 questions each)")
     parser.add_argument("--split", choices=tuple(SPLITS), default="new-clips",

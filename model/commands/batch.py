@@ -7,6 +7,7 @@ Input, one JSON object per line::
     {"id": "q1", "video": "clips/dog.mp4", "question": "What is the dog doing?"}
     {"image": "dog.jpg", "question": "What breed?"}          # or "audio": ..., or no media
     {"video": "a.mp4", "question": "...", "use_audio": false, "num_frames": 16}
+    {"video": "a.mp4", "question": "...", "system": "Answer in one word."}  # replaces the system prompt
 
 Relative paths are relative to the input file's folder. Output, one line per input line::
 
@@ -104,7 +105,7 @@ def answer_line(engine, n: int, text: str, base: Path, settings) -> dict:
         kinds = [k for k in MEDIA_KEYS if item.get(k)]
         if len(kinds) > 1:
             raise ValueError(f"give at most one of {', '.join(MEDIA_KEYS)}; this line has {', '.join(kinds)}")
-        conv = engine.new_conversation(item.get("model"))
+        conv = engine.new_conversation(item.get("model"), item.get("system"))
         if kinds:
             path = Path(item[kinds[0]])
             path = path if path.is_absolute() else base / path

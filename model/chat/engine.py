@@ -35,7 +35,7 @@ from model.chat.generate import GenerationSettings
 from model.chat.prompts import IMAGE_SLOT
 from model.chat.trace import TurnTrace
 from model.chat.turn import run_turn
-from model.media import LoadOptions, load_media
+from model.media import NO_SOUND_NOTE, LoadOptions, load_media
 
 __all__ = ["BadRequest", "ChatEngine", "ChatError", "Conversation", "EngineBusy", "GenerationSettings", "TurnTrace"]
 
@@ -66,7 +66,8 @@ class ChatEngine:
         concurrency: worker threads generating at the same time.
         queue_size: requests that may wait for a worker before ``EngineBusy`` is raised.
         media_cache_items: entries in each media cache (decoded files; frozen features).
-        media_options: base ``LoadOptions`` (frame count and audio use are set per attachment).
+        media_options: base ``LoadOptions``: its ``num_frames`` is the frame count when ``attach_media`` is
+            given none; sizes and clip settings come from each model's config, audio use per attachment.
     """
 
     def __init__(self, models: dict[str, Any], *, concurrency: int = 1, queue_size: int = 16,
@@ -106,13 +107,14 @@ class ChatEngine:
         return Conversation(model=name, system=_check_system(system))
 
     def attach_media(self, conv: Conversation, path: str | os.PathLike, *, kind: str | None = None,
-                     use_audio: bool = True, num_frames: int = 8) -> Any:
+                     use_audio: bool = True, num_frames: int | None = None) -> Any:
         """Load a media file and make it the subject of ``conv`` (before its first question).
 
         Args:
             kind: "video", "image" or "audio"; None guesses from the file.
             use_audio: give the model the video's sound (ignored for images).
-            num_frames: frames sampled from a video.
+            num_frames: frames sampled from a video; None: the engine's ``media_options.num_frames``
+                (``LoadOptions``' default unless the engine was given other options).
 
         Returns:
             The ``MediaInput`` (frames, fbank, ``has_audio``, ``notes``, ...).
@@ -123,6 +125,11 @@ class ChatEngine:
             raise BadRequest(f"media file not found: {path!r}; check the path")
         if kind not in (None, "video", "image", "audio"):
             raise BadRequest(f"unknown media kind {kind!r}; use 'video', 'image' or 'audio'")
+        num_frames = self.media_options.num_frames if num_frames is None else num_frames
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) \
+                or not 1 <= num_frames <= model.config.max_frame_pos:  # rows of its frame position embedding
+            raise BadRequest(f"num_frames must be between 1 and {model.config.max_frame_pos} for model "
+                             f"{conv.model!r}, got {num_frames}")
         options = dataclasses.replace(self.media_options, num_frames=num_frames,
                                       use_audio=use_audio and model.config.use_audio,
                                       image_size=model.config.vision.image_size,
@@ -164,7 +171,7 @@ class ChatEngine:
             if not model.config.use_audio:
                 notes.append("this model has no audio branch: the sound is not used")
             elif not has_audio:
-                notes.append("this video has no sound")
+                notes.append(NO_SOUND_NOTE)
             else:
                 sound = True
         if kind == "audio":

@@ -9,9 +9,11 @@ search is rare in chat and is delegated to ``generate()`` (no streaming, no cach
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +39,7 @@ class GenerationSettings:
     repetition_penalty: float = 1.0
     seed: int | None = None  # None: a fresh random draw each time
     do_sample: bool = True  # the original hard-codes sampling
+    stop: tuple[str, ...] = ()  # extra text that ends the answer (not shown), e.g. an API's "stop"
 
     def check(self) -> None:
         """Raise ValueError naming the first setting that is out of range."""
@@ -47,6 +50,8 @@ class GenerationSettings:
             ("top_k", self.top_k >= 0, "0 (off) or more"),
             ("num_beams", 1 <= self.num_beams <= 16, "between 1 and 16"),
             ("repetition_penalty", self.repetition_penalty > 0, "above 0 (1.0 is off)"),
+            ("stop", len(self.stop) <= 4 and all(isinstance(s, str) and s for s in self.stop),
+             "at most 4 non-empty strings"),
         ]
         for name, ok, what in rules:
             if not ok:
@@ -199,3 +204,53 @@ class TextStream:
                     best = n
                     break
         return best
+
+
+# -- a model folder's recommended settings -------------------------------------------------
+GENERATION_FILE = "generation_config.json"  # as in Hugging Face model folders
+# Hugging Face's generation_config.json keys that are ours too (same names, same meaning).
+_SHARED_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty", "do_sample")
+
+
+def save_generation_defaults(settings: GenerationSettings, folder: str | Path) -> Path:
+    """Write ``settings`` as the folder's ``generation_config.json`` (Hugging Face's keys)."""
+    settings.check()
+    path = Path(folder) / GENERATION_FILE
+    data = {k: getattr(settings, k) for k in _SHARED_KEYS}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def load_generation_defaults(folder: str | Path) -> GenerationSettings:
+    """The folder's recommended settings; a folder without the file gets the original demo's.
+
+    Keys Hugging Face writes that are not sampling settings (token ids, versions) are ignored;
+    a value of the wrong type or out of range is an error naming the file and the setting.
+    """
+    path = Path(folder) / GENERATION_FILE
+    if not path.is_file():
+        return GenerationSettings()
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); fix or delete it (then the original demo's "
+                         "settings apply)") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of generation settings")
+    defaults = GenerationSettings()
+    values = {}
+    for key in _SHARED_KEYS:
+        if key in data and data[key] is not None:
+            want = type(getattr(defaults, key))
+            value = data[key]
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ValueError(f"{path}: {key} must be a {want.__name__}, not {value!r}")
+            values[key] = value
+    settings = GenerationSettings(**values)
+    try:
+        settings.check()
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return settings

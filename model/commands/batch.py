@@ -111,7 +111,7 @@ def answer_line(engine, n: int, text: str, base: Path, settings) -> dict:
             path = path if path.is_absolute() else base / path
             record["media"] = str(path)
             engine.attach_media(conv, path, kind=kinds[0], use_audio=bool(item.get("use_audio", True)),
-                                num_frames=int(item.get("num_frames", 8)))
+                                num_frames=item.get("num_frames"))
         answer = "".join(engine.ask(conv, question, settings))
         record["answer"] = conv.turns[-1].answer if conv.turns else answer.strip()
         trace = engine.trace(conv)

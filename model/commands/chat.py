@@ -23,6 +23,7 @@ from model.commands.common import (
     load_models,
     settings_from_args,
 )
+from model.media import MAX_FRAMES, LoadOptions
 
 HELP = "commands: /retry (answer again), /undo (forget the last turn), /trace (last turn details), /quit"
 
@@ -33,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     media.add_argument("--image", help="an image file")
     media.add_argument("--audio", help="an audio file (sound only)")
     parser.add_argument("--no-audio", action="store_true", help="ignore the video's sound")
-    parser.add_argument("--frames", type=int, default=8, help="frames sampled from the video (1-32)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help=f"frames sampled from the video (1-{MAX_FRAMES}, at most the model's max_frame_pos; "
+                             f"default {LoadOptions.num_frames})")
     parser.add_argument("--question", "-q", action="append", default=[],
                         help="a question (repeatable: one turn each); none: interactive")
     parser.add_argument("--system", default=None, metavar="TEXT",

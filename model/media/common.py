@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.config import CLIP_MEAN, CLIP_STD, AudioConfig
+from model.config import CLIP_MEAN, CLIP_STD, AudioConfig, VideoLlamaConfig
 from model.media.errors import DecodeTimeout
 
-MAX_FRAMES = 32  # rows of the frame position embedding (VideoLlamaConfig.max_frame_pos)
+# The loader's own limit: the rows of the default frame position embedding. A model with fewer
+# rows (its config's max_frame_pos) is held to those by the chat engine.
+MAX_FRAMES = VideoLlamaConfig.max_frame_pos
 RESIZE_MODES = ("squash", "pad", "crop")
 BACKENDS = ("pyav", "decord")
 _AUDIO = AudioConfig()
@@ -32,7 +34,7 @@ class LoadOptions:
     ones are refused with ``MediaTooLarge`` before any decoding.
     """
 
-    num_frames: int = 8  # 1..32; with ``fps`` it is the maximum number of frames
+    num_frames: int = 8  # the one default frame count; 1..MAX_FRAMES; with ``fps`` the maximum
     fps: float | None = None  # None: ``num_frames`` uniformly over the video (original)
     resize: str = "squash"  # "squash" (original), "pad" or "crop" (both keep aspect)
     image_size: int = 224

@@ -14,6 +14,7 @@ checkpoints can be compared without paying twice for the big parts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pickle
 import weakref
@@ -26,7 +27,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from model.config import VideoLlamaConfig
+from model import lora
+from model.chat.generate import GenerationSettings, load_generation_defaults, save_generation_defaults
+from model.chat.prompts import TEMPLATES
+from model.config import ConfigError, VideoLlamaConfig
 from model.device import pick_device, pick_dtype
 from model.llm import load_llm, resolve_precision
 from model.video_llama import VideoLlama, build_audio_branch, build_vision_branch, freeze_frozen_parts
@@ -109,8 +113,21 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except SafetensorError as err:
-        raise CorruptCheckpointError(f"{path} is not a valid safetensors file ({err}); it may be truncated: "
-                                     "re-create the model folder with `python launch.py convert`") from err
+        raise CorruptCheckpointError(_not_safetensors(path, err)) from None
+
+
+def _not_safetensors(path: Path, err: Exception) -> str:
+    return (f"{path} is not a valid safetensors file ({err}); it may be truncated or empty: "
+            "re-create the model folder with `python launch.py convert`")
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or Inf (a diverged training run, a damaged file), naming the tensor."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CorruptCheckpointError(f"{path}: tensor {key} holds {bad} NaN/Inf value(s); the weights are "
+                                         "unusable (a diverged training run?): use an earlier checkpoint or retrain")
 
 
 def model_dict(obj: object, path: str | Path) -> dict[str, torch.Tensor]:
@@ -147,8 +164,11 @@ def file_fingerprint(path: str | Path) -> str:
     header; for any other file the whole file is hashed once.
     """
     path = Path(path)
-    with safe_open(path, framework="pt") as f:
-        stored = (f.metadata() or {}).get(HASH_KEY)
+    try:
+        with safe_open(path, framework="pt") as f:
+            stored = (f.metadata() or {}).get(HASH_KEY)
+    except SafetensorError as err:
+        raise CorruptCheckpointError(_not_safetensors(path, err)) from None
     if stored is None:
         h = hashlib.sha256()
         with path.open("rb") as fh:
@@ -175,23 +195,34 @@ def split_components(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, t
     return out
 
 
-def save_state_folder(state: Mapping[str, torch.Tensor], cfg: VideoLlamaConfig, out_dir: str | Path) -> Path:
-    """Write ``config.json`` and one safetensors file per component present in ``state``."""
+def save_state_folder(state: Mapping[str, torch.Tensor], cfg: VideoLlamaConfig, out_dir: str | Path,
+                      generation: GenerationSettings | None = None) -> Path:
+    """Write ``config.json``, ``generation_config.json`` (``generation``; default: the original
+    demo's settings) and one safetensors file per component present in ``state``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stem, tensors in split_components(state).items():
         tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
         save_file(tensors, out / f"{stem}.safetensors", metadata={"format": "pt", HASH_KEY: tensors_sha256(tensors)})
     cfg.to_json(out / "config.json")
+    save_generation_defaults(generation or GenerationSettings(), out)
     return out
 
 
-def save_model_folder(model: VideoLlama, out_dir: str | Path) -> Path:
-    """Save a model's encoders and adapters (not its LLM: ``config.llm`` says where that is)."""
+def save_model_folder(model: VideoLlama, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Save a model's encoders and adapters (not its LLM: ``config.llm`` says where that is), its
+    LoRA adapter of the LLM if it has one, and its generation defaults. ``dtype``: cast every
+    floating-point tensor (the released form is fp16)."""
     if model.config is None:
         raise ValueError("model.config is not set; build the model with build_model or load_model")
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("llm.")}
-    return save_state_folder(state, model.config, out_dir)
+    state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+             for k, v in model.state_dict().items() if not k.startswith("llm.")}
+    cfg = dataclasses.replace(model.config, llm_adapter=lora.ADAPTER_DIR if model.llm_adapter else None)
+    out = save_state_folder(state, cfg, out_dir, model.generation_defaults)
+    if model.llm_adapter:
+        lora.save_adapter(model.llm, model.llm_adapter, lora.settings_of(model.llm, model.llm_adapter),
+                          out / lora.ADAPTER_DIR, dtype=dtype)
+    return out
 
 
 # -- loading the model folder -------------------------------------------------------------
@@ -201,9 +232,13 @@ _ENCODER_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _LLM_CACHE: dict[tuple, tuple[weakref.ref, object]] = {}
 
 
-def _load_component(modules: dict[str, nn.Module], path: Path, device: torch.device, dtype: torch.dtype) -> None:
-    """Assign ``path``'s tensors into meta-built ``modules`` (strict), then move/cast them."""
+def _load_component(modules: dict[str, nn.Module], path: Path, device: torch.device, dtype: torch.dtype,
+                    trainable: bool = False) -> None:
+    """Assign ``path``'s tensors into meta-built ``modules`` (strict), then move/cast them.
+    Trainable parts (small) are also checked for NaN/Inf."""
     state = load_safetensors(path)
+    if trainable:
+        check_finite(state, path)
     expected = {f"{name}.{k}": v.shape for name, m in modules.items() for k, v in m.state_dict().items()}
     try:
         check_against(state, expected, what=f"model folder file {path.name}")
@@ -238,7 +273,7 @@ def _adapter_modules(cfg: VideoLlamaConfig, branch: str, path: Path, device: tor
     with torch.device("meta"):
         built = build_vision_branch(cfg) if branch == "vision" else build_audio_branch(cfg)
     modules = {name: built[name] for name in COMPONENT_FILES[BRANCH_FILES[branch][1]]}
-    _load_component(modules, path, device, pick_dtype(device, "adapter"))
+    _load_component(modules, path, device, pick_dtype(device, "adapter"), trainable=True)
     return modules
 
 
@@ -272,6 +307,9 @@ def load_model(folder: str | Path, precision: str = "auto", device: str | torch.
     if not (folder / "config.json").is_file():
         raise MissingWeightsError(f"{folder} is not a model folder (no config.json); {HOW_TO_GET}")
     cfg = VideoLlamaConfig.from_file(folder / "config.json")
+    if cfg.llm.template not in TEMPLATES:
+        raise ConfigError(f"{folder / 'config.json'}: llm.template {cfg.llm.template!r} is not a known prompt "
+                          f"template (known: {', '.join(sorted(TEMPLATES))})")
     enabled = [b for b, on in (("vision", cfg.use_vision), ("audio", cfg.use_audio)) if on]
     branches = list(enabled if branches is None else branches)
     unknown = [b for b in branches if b not in enabled]
@@ -295,4 +333,7 @@ def load_model(folder: str | Path, precision: str = "auto", device: str | torch.
     llm, tokenizer = _shared_llm(cfg, folder, precision, device)
     model = VideoLlama(**parts, llm=llm)
     model.config, model.tokenizer, model.fingerprints = cfg, tokenizer, fingerprints
+    if cfg.llm_adapter:  # injected into the shared LLM under a name of its own, used on media prompts
+        model.llm_adapter = lora.load_adapter(llm, folder / cfg.llm_adapter)
+    model.generation_defaults = load_generation_defaults(folder)
     return freeze_frozen_parts(model).eval()

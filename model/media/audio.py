@@ -4,6 +4,18 @@ The numbers follow ImageBind's ``load_and_transform_audio_data`` as Video-LLaMA 
 (reference section 4.3): 16 kHz, clips of 2 s, per-clip mean removed, a 128-bin Kaldi
 log-mel fbank with 25 ms windows every 10 ms, padded or cut to 204 frames, normalised.
 
+Channels, as ImageBind (``LoadOptions.audio_channels="first"``, the default): every channel is
+resampled, each clip's mean over all its channels and samples is subtracted, and the fbank
+reads channel 0 only (torchaudio's ``kaldi.fbank`` takes channel 0 of a 2-D wave).
+``audio_channels="mix"`` averages the channels first instead. ImageBind subtracts the mean in
+place on a view of the whole track, so a clip overlapping earlier ones starts from samples
+already shifted by their means; we reproduce that (``_cut_centred``). It matters: Kaldi removes
+each 25 ms frame's own mean, but the shift covers only the overlapping part of the clip, and
+frames across its edge and the clip's own mean change (up to 0.6 in the normalised fbank on a
+4 s stereo clip, ``tests/test_media_fidelity.py``). Clips overlap only on sound shorter than
+``num_clips * clip_duration + clip_duration`` (18 s by default), which is read whole; read by
+seeking, overlapping clips share one decoded piece, and the same holds.
+
 The original reads and resamples the whole track and then cuts clips; for a 10-minute
 video that is most of its loading time. Here a short track is still read whole, but a long
 one is read around each clip only (one seek per clip), and each piece is resampled with
@@ -62,9 +74,13 @@ def clip_starts(duration: float, num_clips: int, clip_duration: float) -> list[F
 
 
 def fbank_clip(clip: torch.Tensor, config: AudioConfig = AUDIO) -> torch.Tensor:
-    """(N,) 16 kHz samples -> (1, mel_bins, target_length) normalised log-mel fbank."""
+    """(N,) or (channels, N) 16 kHz samples -> (1, mel_bins, target_length) normalised log-mel fbank.
+
+    As ImageBind: the mean of the whole clip (all channels) is removed, then channel 0 is read.
+    """
     window = int(config.sample_rate * FRAME_LENGTH_MS / 1000)
     wave = clip - clip.mean() if clip.numel() else clip
+    wave = wave[0] if wave.dim() == 2 else wave
     if wave.numel() < window:  # Kaldi needs one full window; pad with silence
         wave = torch.nn.functional.pad(wave, (0, window - wave.numel()))
     return _finish_fbank(_kaldi_fbank(wave, config).T, config)
@@ -81,12 +97,12 @@ def fbank_clips(clips: list[torch.Tensor], config: AudioConfig = AUDIO) -> torch
     """
     shift = int(config.sample_rate * FRAME_SHIFT_MS / 1000)
     window = int(config.sample_rate * FRAME_LENGTH_MS / 1000)
-    length = clips[0].numel() if clips else 0
-    if len(clips) < 2 or length < window or length % shift or any(c.numel() != length for c in clips):
+    length = clips[0].shape[-1] if clips else 0
+    if len(clips) < 2 or length < window or length % shift or any(c.shape != clips[0].shape for c in clips):
         return torch.stack([fbank_clip(c, config) for c in clips])
-    waves = torch.stack(clips)  # (S, L)
-    waves = waves - waves.mean(dim=1, keepdim=True)  # per-clip mean, as fbank_clip
-    mel = _kaldi_fbank(waves.flatten(), config)  # (frames of the joined wave, mel_bins)
+    waves = torch.stack(clips).reshape(len(clips), -1, length)  # (S, channels, L)
+    waves = waves - waves.mean(dim=(1, 2), keepdim=True)  # per-clip mean over all channels, as fbank_clip
+    mel = _kaldi_fbank(waves[:, 0].flatten(), config)  # channel 0 of each clip: (frames of the joined wave, mel_bins)
     per_clip = length // shift  # rows between clip starts
     own = 1 + (length - window) // shift  # frames lying wholly inside one clip
     rows = torch.arange(len(clips))[:, None] * per_clip + torch.arange(own)  # (S, own)
@@ -122,24 +138,25 @@ def load_clips(container, stream, options: LoadOptions, deadline: Deadline,
     for other in container.streams:  # let the demuxer skip video packets instead of reading them
         if other is not stream:
             other.discard = type(other.discard).all
+    mix = options.audio_channels == "mix"
     if duration is None or duration <= WHOLE_TRACK_MAX_S:
-        wave = _resample(*_decode_range(container, stream, None, None, deadline), rate)
-        duration = wave.numel() / rate  # exact, as the original computes it
-        if wave.numel() == 0:
+        wave = _resample(*_decode_range(container, stream, None, None, deadline, mix), rate)  # (channels, N)
+        duration = wave.shape[-1] / rate  # exact, as the original computes it
+        if wave.shape[-1] == 0:
             raise CorruptMedia("the sound track contains no decodable audio; re-export the file")
         starts = clip_starts(duration, options.num_clips, options.clip_duration)
-        clips = [_cut(wave, 0, s, options.clip_duration, rate) for s in starts]
+        clips = _cut_centred(wave, starts, options.clip_duration, rate)
     else:
         starts = clip_starts(duration, options.num_clips, options.clip_duration)
-        clips = _clips_by_seeking(container, stream, starts, options.clip_duration, deadline, rate)
+        clips = _clips_by_seeking(container, stream, starts, options.clip_duration, deadline, rate, mix)
     return _finish(clips, starts, duration, options, config)
 
 
 def _finish(clips, starts, duration, options: LoadOptions, config: AudioConfig) -> AudioClips:
     length = int(options.clip_duration * config.sample_rate)
     waveforms = torch.zeros(len(clips), length)
-    for i, clip in enumerate(clips):
-        waveforms[i, : min(length, clip.numel())] = clip[:length]
+    for i, clip in enumerate(clips):  # the channel the fbank reads (channel 0, or the mix)
+        waveforms[i, : min(length, clip.shape[-1])] = clip[0, :length]
     fbank = fbank_clips(clips, config)  # (S, 1, mel_bins, target_length)
     silent = float(waveforms.abs().max()) < SILENCE_PEAK
     notes = []
@@ -153,13 +170,30 @@ def _finish(clips, starts, duration, options: LoadOptions, config: AudioConfig) 
 
 
 def _cut(wave: torch.Tensor, base: int, start: Fraction, clip_duration: float, rate: int) -> torch.Tensor:
-    """Samples [int(start*rate), int((start+c)*rate)) of a 16 kHz wave whose first sample is ``base``."""
+    """Samples [int(start*rate), int((start+c)*rate)) of a (channels, N) 16 kHz wave whose first sample is ``base``."""
     first = int(start * rate) - base
     last = int((start + Fraction(clip_duration)) * rate) - base
-    return wave[max(first, 0) : max(last, 0)]
+    return wave[..., max(first, 0) : max(last, 0)]
 
 
-def _clips_by_seeking(container, stream, starts, clip_duration, deadline, rate) -> list[torch.Tensor]:
+def _cut_centred(wave: torch.Tensor, starts: list[Fraction], clip_duration: float, rate: int,
+                 base: int = 0) -> list[torch.Tensor]:
+    """The clips of a (channels, N) track whose first sample is ``base``, each one's mean removed
+    in place on the track, in order, as ImageBind does: a clip overlapping earlier ones starts
+    from their shifted samples. Each clip is copied once centred, before later clips shift it
+    (the original computes each clip's fbank before cutting the next); the fbank's own mean
+    removal then finds a mean of ~0.
+    """
+    clips = []
+    for start in starts:
+        clip = _cut(wave, base, start, clip_duration, rate)  # a view of the track
+        if clip.numel():
+            clip -= clip.mean()
+        clips.append(clip.clone())
+    return clips
+
+
+def _clips_by_seeking(container, stream, starts, clip_duration, deadline, rate, mix=False) -> list[torch.Tensor]:
     spans: list[list[float]] = []  # [t0, t1] in seconds, merged when close
     for s in starts:
         t0, t1 = float(s) - SPAN_MARGIN_S, float(s) + clip_duration + SPAN_MARGIN_S
@@ -169,14 +203,14 @@ def _clips_by_seeking(container, stream, starts, clip_duration, deadline, rate) 
             spans.append([t0, t1])
     pieces = []
     for t0, t1 in spans:
-        samples, first_index, native = _decode_range(container, stream, t0, t1, deadline)
+        samples, first_index, native = _decode_range(container, stream, t0, t1, deadline, mix)
         samples, first_index = _align(samples, first_index, native, rate)
         pieces.append((_resample(samples, first_index, native, rate), first_index * rate // native))
     clips = []
     for s in starts:
         t = float(s)
         wave, base = next(p for p, (t0, t1) in zip(pieces, spans, strict=True) if t0 <= t <= t1)
-        clips.append(_cut(wave, base, s, clip_duration, rate))
+        clips += _cut_centred(wave, [s], clip_duration, rate, base)  # overlapping clips share ``wave``
     return clips
 
 
@@ -187,13 +221,13 @@ def _align(samples: np.ndarray, first_index: int, native: int, rate: int) -> tup
     """
     step = native // math.gcd(native, rate)
     drop = (-first_index) % step
-    return samples[drop:], first_index + drop
+    return samples[..., drop:], first_index + drop
 
 
 def _resample(samples: np.ndarray, first_index: int, native: int, rate: int) -> torch.Tensor:
-    wave = torch.from_numpy(samples)
+    wave = torch.from_numpy(samples)  # (channels, N)
     if native != rate and wave.numel():
-        wave = _resampler(native, rate)(wave)
+        wave = _resampler(native, rate)(wave)  # each channel on its own
     return wave
 
 
@@ -213,10 +247,13 @@ def _stream_duration(container, stream) -> float | None:
     return None
 
 
-def _decode_range(container, stream, t0: float | None, t1: float | None, deadline: Deadline):
-    """Mono float32 samples at the native rate covering [t0, t1] seconds (None: whole track).
+def _decode_range(container, stream, t0: float | None, t1: float | None, deadline: Deadline, mix: bool = False):
+    """(channels, N) float32 samples at the native rate covering [t0, t1] seconds (None: whole
+    track); one channel, the average, with ``mix``.
 
     Returns (samples, index of the first sample counted from the stream start, native rate).
+    Raises ``CorruptMedia`` on samples that are not finite (NaN or infinity in a float file):
+    one of them would turn most of the fbank into NaN.
     """
     tb = stream.time_base
     origin = stream.start_time or 0
@@ -239,14 +276,17 @@ def _decode_range(container, stream, t0: float | None, t1: float | None, deadlin
         if t1 is not None and first_index + total >= t1 * native:
             break
     if not chunks:
-        return np.zeros(0, np.float32), 0, native or stream.rate or AUDIO.sample_rate
-    if len({len(c) for c in chunks}) > 1:  # the channel layout changed mid-stream
+        return np.zeros((1, 0), np.float32), 0, native or stream.rate or AUDIO.sample_rate
+    if len({len(c) for c in chunks}) > 1:  # the channel layout changed mid-stream: no channel 0 to follow
         chunks = [[np.stack(c).mean(axis=0)] for c in chunks]
     planes = np.stack([np.concatenate(channel) for channel in zip(*chunks, strict=True)])  # (channels, samples)
-    # The original ran Kaldi fbank on channel 0 of the file; averaging keeps both sides of a
-    # stereo mix and equals channel 0 whenever the channels are the same.
-    mono = planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32)
-    return np.ascontiguousarray(mono, dtype=np.float32), first_index, native
+    if not np.isfinite(planes).all():
+        bad = int(planes.size - np.isfinite(planes).sum())
+        raise CorruptMedia(f"the sound holds {bad} samples that are not numbers (NaN or infinity), as a "
+                           "damaged float WAV can; re-export the sound as 16-bit PCM or repair the file")
+    if mix and planes.shape[0] > 1:
+        planes = planes.mean(axis=0, keepdims=True, dtype=np.float32)
+    return np.ascontiguousarray(planes, dtype=np.float32), first_index, native
 
 
 def _audio_frames(container, stream, deadline: Deadline):

@@ -22,6 +22,7 @@ from model.media.errors import DecodeTimeout
 MAX_FRAMES = VideoLlamaConfig.max_frame_pos
 RESIZE_MODES = ("squash", "pad", "crop")
 BACKENDS = ("pyav", "decord")
+AUDIO_CHANNELS = ("first", "mix")
 _AUDIO = AudioConfig()
 
 
@@ -43,6 +44,8 @@ class LoadOptions:
     num_mel_bins: int = _AUDIO.num_mel_bins  # fbank size: the audio encoder's AudioConfig decides
     target_length: int = _AUDIO.target_length  # fbank frames per clip (padded or cut)
     use_audio: bool = True
+    # "first" (original): ImageBind's fbank reads channel 0 of the clip; "mix": average the channels.
+    audio_channels: str = "first"
     backend: str = "pyav"  # "decord" decodes frames the way the original did (parity checks)
     # FFmpeg frame threads per video decoder; 0 = one per core (decord's choice). One, measured
     # on a shared 2-core machine (bench/media_bench.py): frame threads cost 20-30% more CPU time,
@@ -71,6 +74,8 @@ class LoadOptions:
             raise ValueError(f"fps must be positive or None, got {self.fps}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.audio_channels not in AUDIO_CHANNELS:
+            raise ValueError(f"audio_channels must be one of {AUDIO_CHANNELS}, got {self.audio_channels!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not 0.0 <= self.keyframe_snap < 0.5:

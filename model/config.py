@@ -14,6 +14,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,10 @@ from typing import Any
 # Image normalisation used by EVA-CLIP / BLIP-2 (the CLIP statistics).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ConfigError(ValueError):
+    """A config (``config.json`` or a dict) is not valid; the one-line message names the file and the field."""
 
 
 @dataclass
@@ -210,18 +217,29 @@ class VideoLlamaConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VideoLlamaConfig:
-        """Build from a (possibly partial) nested dict; unknown keys are an error."""
-        base = cls()
-        return _apply_overrides(base, data)
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> VideoLlamaConfig:
+        """Build from a (possibly partial) nested dict. Every value is checked by type and range
+        before anything is built; a bad one raises ``ConfigError`` naming ``source`` and the field."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object of config fields, got {_kind(data)}")
+        try:
+            cfg = _apply_overrides(cls(), data, source, "")
+        except ConfigError:
+            raise
+        except ValueError as err:  # the cross-field checks of __post_init__
+            raise ConfigError(f"{source}: {err}") from None
+        check_shapes(cfg, source)
+        return cfg
 
     @classmethod
     def from_file(cls, path: str | Path) -> VideoLlamaConfig:
         try:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); re-create it with `launch.py convert`") from err
-        return cls.from_dict(data)
+            raise ConfigError(f"{path} is not valid JSON ({err}); re-create it with `launch.py convert`") from err
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a text file; re-create it with `launch.py convert`") from None
+        return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_name(cls, name: str) -> VideoLlamaConfig:
@@ -231,26 +249,118 @@ class VideoLlamaConfig:
         return cls.from_dict({"name": name, **copy.deepcopy(PRESETS[name])})
 
 
-def _apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
-    """Return a copy of dataclass ``obj`` with nested ``overrides`` applied."""
-    names = {f.name for f in dataclasses.fields(obj)}
-    unknown = set(overrides) - names
+def _apply_overrides(obj: Any, overrides: dict[str, Any], source: str = "config", prefix: str = "") -> Any:
+    """Return a copy of dataclass ``obj`` with nested ``overrides`` applied, each value checked first."""
+    names = [f.name for f in dataclasses.fields(obj)]
+    unknown = sorted(set(overrides) - set(names), key=str)
     if unknown:
-        raise KeyError(f"unknown {type(obj).__name__} fields: {sorted(unknown)}")
+        where = prefix.rstrip(".") or "the top level"
+        raise ConfigError(f"{source}: unknown field {prefix}{unknown[0]} (known in {where}: {', '.join(names)})")
+    hints = typing.get_type_hints(type(obj))
     changes = {}
     for key, value in overrides.items():
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[key] = _apply_overrides(current, value)
-        elif current is None and isinstance(value, dict) and key in _OPTIONAL_SECTIONS:
-            changes[key] = _apply_overrides(_OPTIONAL_SECTIONS[key](), value)
+        section = _OPTIONAL_SECTIONS.get(key) if current is None else type(current)
+        if section is not None and dataclasses.is_dataclass(section):
+            if value is None and current is None:
+                changes[key] = None
+            elif not isinstance(value, dict):
+                raise ConfigError(f"{source}: {prefix}{key} must be a JSON object of {section.__name__} fields, "
+                                  f"got {_kind(value)}")
+            else:
+                changes[key] = _apply_overrides(current or section(), value, source, f"{prefix}{key}.")
         else:
-            changes[key] = value
+            changes[key] = check_value(type(obj), key, hints[key], value, f"{source}: {prefix}{key}")
     return dataclasses.replace(obj, **changes)
 
 
 # Fields that default to None but, when given as a dict, hold this dataclass.
 _OPTIONAL_SECTIONS: dict[str, type] = {"audio_visual_teacher": ImageBindVisionConfig}
+
+
+# -- validation of config values (config.json is user-editable: check before building) ---------
+# Every int field is a size or count (at least 1) and every float a positive scale, except these.
+_ANY_FINITE: set[tuple[type, str]] = {(AudioConfig, "fbank_mean")}  # a mean may be negative
+_MAX_INT = 1 << 24  # no size here comes near it; a larger value is a typo that would exhaust memory
+
+
+def _kind(value: Any) -> str:
+    """How a JSON value reads in a message: 'a list', 'the text "112"', 'the number 2.5'."""
+    if isinstance(value, str):
+        return f"the text {json.dumps(value)[:40]}"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    return {dict: "an object", list: "a list", tuple: "a list"}.get(type(value), type(value).__name__)
+
+
+def _type_error(hint: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``hint`` (None when it does)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        return _type_error(next(a for a in options if a is not type(None)), value)
+    if hint is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return None
+        return "must be a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "must be text"
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        ok = isinstance(value, (list, tuple)) and all(_type_error(item, v) is None for v in value)
+        return None if ok else f"must be a list of {item.__name__} values"
+    raise TypeError(f"no check for annotation {hint!r}")  # a new field type: add its check here
+
+
+def check_value(owner: type, key: str, hint: Any, value: Any, where: str) -> Any:
+    """``value`` for field ``owner.key`` if it has the right type and range, else ``ConfigError``."""
+    problem = _type_error(hint, value)
+    if problem is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (owner, key) in _ANY_FINITE:
+            pass
+        elif isinstance(value, int) and hint is not float and not 1 <= value <= _MAX_INT:
+            problem = f"must be between 1 and {_MAX_INT}"
+        elif value <= 0:
+            problem = "must be above 0"
+    if problem is None and isinstance(value, (list, tuple)):
+        if not all(1 <= v <= _MAX_INT for v in value):
+            problem = f"must hold numbers between 1 and {_MAX_INT}"
+    if problem is not None:
+        raise ConfigError(f"{where} {problem}, got {_kind(value)}")
+    return float(value) if hint is float else value
+
+
+def check_shapes(cfg: VideoLlamaConfig, source: str = "config") -> None:
+    """Sizes that must divide each other (attention heads split the width evenly)."""
+    parts: list[tuple[str, Any]] = [("vision", cfg.vision), ("image_qformer", cfg.image_qformer),
+                                    ("video_qformer", cfg.video_qformer), ("audio", cfg.audio),
+                                    ("audio_qformer", cfg.audio_qformer), ("llm", cfg.llm)]
+    if cfg.audio_visual_teacher is not None:
+        parts.append(("audio_visual_teacher", cfg.audio_visual_teacher))
+    for name, part in parts:
+        width_name = "hidden_size" if hasattr(part, "hidden_size") else "width"
+        width = getattr(part, width_name)
+        if width % part.num_heads:
+            raise ConfigError(f"{source}: {name}.{width_name} {width} is not a multiple of "
+                              f"{name}.num_heads {part.num_heads}")
+    llm = cfg.llm
+    if llm.num_kv_heads > llm.num_heads or llm.num_heads % llm.num_kv_heads:
+        raise ConfigError(f"{source}: llm.num_heads {llm.num_heads} is not a multiple of "
+                          f"llm.num_kv_heads {llm.num_kv_heads}")
+    for name in ("num_mel_bins", "target_length"):
+        if getattr(cfg.audio, name) < cfg.audio.kernel_size:
+            raise ConfigError(f"{source}: audio.{name} {getattr(cfg.audio, name)} is smaller than "
+                              f"audio.kernel_size {cfg.audio.kernel_size}")
+    if bool(llm.gguf_package) != bool(llm.gguf_file) or (llm.hf_path and llm.gguf_package):
+        raise ConfigError(f"{source}: give the LLM weights as llm.hf_path or as llm.gguf_package with "
+                          "llm.gguf_file, not both or half of one")
 
 # -- presets (data only) -----------------------------------------------------------
 # LLaMA-2-chat 7B / 13B: the Video-LLaMA-2 series (DAMO-NLP-SG/Video-LLaMA-2-{7B,13B}-*).

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from model.config import PRESETS, VideoLlamaConfig
+from model.config import PRESETS, ConfigError, VideoLlamaConfig
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -29,7 +29,7 @@ def test_full_size_numbers_match_the_original():
 def test_unknown_preset_and_fields_are_errors(tmp_path):
     with pytest.raises(KeyError, match="known presets"):
         VideoLlamaConfig.from_name("video-llama-3")
-    with pytest.raises(KeyError, match="depthh"):
+    with pytest.raises(ConfigError, match="unknown field vision.depthh"):
         VideoLlamaConfig.from_dict({"vision": {"depthh": 3}})
     bad = tmp_path / "config.json"
     bad.write_text("{not json")

@@ -126,3 +126,24 @@ def test_unfinished_utf8_character_is_held_back():
     stream = TextStream(_ByteTok(), [])
     deltas = [stream.push(b) for b in "aé".encode()]
     assert deltas == ["a", "", "é"]
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_non_finite_scores_are_refused_clearly(llm, poison):
+    import copy
+
+    from model.chat.errors import ChatError, NonFiniteOutput
+
+    bad = copy.deepcopy(llm)
+    with torch.no_grad():
+        bad.lm_head.weight[5] = poison  # token 5's score is NaN or +-inf
+    emb = _prompt(bad)
+    for settings in (GenerationSettings(max_new_tokens=3, do_sample=False),
+                     GenerationSettings(max_new_tokens=3, top_k=4, seed=0)):
+        with pytest.raises(NonFiniteOutput, match="not numbers .NaN or infinity"):
+            list(stream_tokens(bad, emb, DynamicCache(), settings, {EOS}))
+    with pytest.raises(ChatError, match="not numbers"):
+        beam_tokens(bad, emb, GenerationSettings(max_new_tokens=3, num_beams=2, do_sample=False), {EOS})
+    # the same settings on the healthy model sample fine (top-k's own -inf is allowed)
+    assert len(list(stream_tokens(llm, emb, DynamicCache(), GenerationSettings(max_new_tokens=3, top_k=4, seed=0),
+                                  set()))) == 3

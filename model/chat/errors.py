@@ -14,3 +14,7 @@ class BadRequest(ChatError):
 
 class EngineBusy(ChatError):
     """The request queue is full; try again shortly."""
+
+
+class NonFiniteOutput(ChatError):
+    """The language model produced NaN or infinite scores (damaged weights or input): no token can be drawn."""

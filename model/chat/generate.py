@@ -19,12 +19,15 @@ from typing import Any
 import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.logits_process import (
+    LogitsProcessor,
     LogitsProcessorList,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+from model.chat.errors import NonFiniteOutput
 
 
 @dataclass
@@ -64,7 +67,7 @@ class GenerationSettings:
 
 def build_processors(settings: GenerationSettings) -> LogitsProcessorList:
     """Logits processors in the order transformers' ``generate`` applies them."""
-    procs = LogitsProcessorList()
+    procs = LogitsProcessorList([_FiniteScores()])
     if settings.repetition_penalty != 1.0:
         procs.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
     if not settings.greedy:
@@ -75,6 +78,23 @@ def build_processors(settings: GenerationSettings) -> LogitsProcessorList:
         if settings.top_p < 1.0:
             procs.append(TopPLogitsWarper(settings.top_p))
     return procs
+
+
+NON_FINITE_MESSAGE = ("the language model produced scores that are not numbers (NaN or infinity), so no "
+                      "word can be chosen; its weights or this input are damaged: check the model folder "
+                      "(launch.py inspect) or try other media")
+
+
+class _FiniteScores(LogitsProcessor):
+    """First of the processors: the model's raw scores must be finite (top-k/top-p add -inf later).
+
+    Without it, sampling fails deep in torch ("probability tensor contains either inf, nan").
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not torch.isfinite(scores).all():
+            raise NonFiniteOutput(NON_FINITE_MESSAGE)
+        return scores
 
 
 def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator:
@@ -126,6 +146,13 @@ def stream_tokens(
         logits = llm(input_ids=next_id, past_key_values=cache, use_cache=True).logits[:, -1, :]
 
 
+class _NoNaNScores(LogitsProcessor):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if torch.isnan(scores).any() or torch.isposinf(scores).any():
+            raise NonFiniteOutput(NON_FINITE_MESSAGE)
+        return scores
+
+
 class _CancelCriteria(StoppingCriteria):
     def __init__(self, cancel: threading.Event | None):
         self.cancel = cancel
@@ -141,7 +168,10 @@ def beam_tokens(llm: Any, embeds: torch.Tensor, settings: GenerationSettings, st
     """Beam search (optionally sampled) through ``generate``; returns the new ids."""
     if settings.seed is not None:
         torch.manual_seed(settings.seed)  # generate() samples from the global generator
+    # generate() log-softmaxes the scores before processors see them: NaN stays NaN, a row
+    # of -inf turns NaN, and its own top-k/top-p add only -inf, so a NaN check is exact there.
     kwargs: dict[str, Any] = dict(do_sample=not settings.greedy, num_beams=settings.num_beams,
+                                  logits_processor=LogitsProcessorList([_NoNaNScores()]),
                                   max_new_tokens=settings.max_new_tokens,
                                   repetition_penalty=settings.repetition_penalty, length_penalty=1.0)
     if not settings.greedy:

@@ -63,6 +63,9 @@ class Conversation:
     requests: list = field(default_factory=list)
     last_trace: TurnTrace | None = None  # written by model/chat/turn.py when a turn ends
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Set by model/chat/stateless.py: after each turn the engine moves the KV cache to its shared
+    # prefix store (for the next request resending this conversation) instead of keeping it here.
+    stateless: bool = False
 
     def history(self) -> list[tuple[str, str | None]]:
         """(question, answer) pairs, including dropped turns (they are only hidden from the LLM)."""

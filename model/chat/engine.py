@@ -32,6 +32,7 @@ from model.chat.cache import FeatureCache, LRUCache
 from model.chat.conversation import Attachment, Conversation, Turn
 from model.chat.errors import BadRequest, ChatError, EngineBusy
 from model.chat.generate import GenerationSettings
+from model.chat.prefix import PrefixStore
 from model.chat.prompts import IMAGE_SLOT
 from model.chat.trace import TurnTrace
 from model.chat.turn import run_turn
@@ -41,6 +42,7 @@ __all__ = ["BadRequest", "ChatEngine", "ChatError", "Conversation", "EngineBusy"
 
 MAX_QUESTION_CHARS = 20_000  # refuse pasted novels before tokenizing them
 KV_CONVERSATIONS = 8  # conversations whose KV cache is kept (each can be ~1 GB on a 7B model)
+PREFIX_CACHES = 16  # KV caches of stateless requests kept for their follow-ups (same size caveat)
 
 
 @dataclasses.dataclass(eq=False)
@@ -68,10 +70,13 @@ class ChatEngine:
         media_cache_items: entries in each media cache (decoded files; frozen features).
         media_options: base ``LoadOptions``: its ``num_frames`` is the frame count when ``attach_media`` is
             given none; sizes and clip settings come from each model's config, audio use per attachment.
+        prefix_cache_items: KV caches kept for stateless requests (``model/chat/stateless.py``),
+            reused by the next request whose prompt starts the same way.
     """
 
     def __init__(self, models: dict[str, Any], *, concurrency: int = 1, queue_size: int = 16,
-                 media_cache_items: int = 32, media_options: LoadOptions | None = None):
+                 media_cache_items: int = 32, media_options: LoadOptions | None = None,
+                 prefix_cache_items: int = PREFIX_CACHES):
         if not models:
             raise ValueError("ChatEngine needs at least one model")
         if concurrency < 1 or queue_size < 1:
@@ -86,6 +91,8 @@ class ChatEngine:
         self.features = FeatureCache(media_cache_items)  # frozen encoder outputs
         self.loaded = LRUCache(media_cache_items)  # decoded media files
         self._kv_owners = LRUCache(KV_CONVERSATIONS)  # conversation id -> conversation holding a KV cache
+        self.prefixes = PrefixStore(prefix_cache_items)  # KV caches of finished stateless requests
+        self.cancelled_requests = 0  # requests stopped before their answer ended (cancel, disconnect)
         self._lock = threading.Lock()
         self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self._workers = [threading.Thread(target=self._work, name=f"chat-worker-{i}", daemon=True)
@@ -312,6 +319,9 @@ class ChatEngine:
                 with conv.lock:
                     if not request.cancel.is_set():
                         self._serve(request)
+                if request.cancel.is_set():
+                    with self._lock:
+                        self.cancelled_requests += 1
                 request.out.put(("done", None))
             except Exception as err:  # reported to this request's caller only
                 request.out.put(("error", err))
@@ -330,7 +340,7 @@ class ChatEngine:
                 raise BadRequest("nothing to regenerate: the conversation has no question yet")
             previous, conv.turns[-1].answer = conv.turns[-1].answer, None
         try:
-            run_turn(self.models[conv.model], request, self.features)
+            run_turn(self.models[conv.model], request, self.features, self.prefixes)
         except BaseException:
             conv.kv = None  # the cache may be half-updated
             if request.action == "ask":
@@ -338,7 +348,11 @@ class ChatEngine:
             else:
                 conv.turns[-1].answer = previous
             raise
-        if conv.kv is not None:
+        if conv.stateless:
+            if conv.kv is not None:
+                self.prefixes.put(conv.model, conv.kv)
+            conv.kv = None
+        elif conv.kv is not None:
             evicted = self._keep_kv(conv)
             if evicted is not None and evicted is not conv:
                 with evicted.lock:

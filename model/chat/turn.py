@@ -18,13 +18,15 @@ from model.chat.cache import FeatureCache, KVState, Piece, pieces_after
 from model.chat.conversation import Attachment, Conversation, prompt_keys, prompt_pieces, render_prompt
 from model.chat.errors import BadRequest
 from model.chat.generate import GenerationSettings, TextStream, beam_tokens, stream_tokens
+from model.chat.prefix import PrefixStore
 from model.chat.prompts import get_template, stop_strings, stop_token_ids
 from model.chat.trace import MediaInfo, TurnTrace
 
 
-def run_turn(model: Any, request: Any, features: FeatureCache) -> None:
+def run_turn(model: Any, request: Any, features: FeatureCache, prefixes: PrefixStore | None = None) -> None:
     """Answer the last (pending) turn of ``request.conv`` with ``model``, emitting deltas to
-    ``request``; frozen encoder outputs come from (and go to) ``features``."""
+    ``request``; frozen encoder outputs come from (and go to) ``features``; a conversation
+    without a KV cache of its own may take one from ``prefixes`` (shared prompt prefixes)."""
     conv: Conversation = request.conv
     start = time.perf_counter()
     trace = TurnTrace(model=conv.model, template=model.config.llm.template, settings=request.settings)
@@ -37,7 +39,7 @@ def run_turn(model: Any, request: Any, features: FeatureCache) -> None:
     media = media_tokens(features, conv, model, trace)
     pieces, max_new = plan_prompt(conv, model, media, request.settings, trace)
     settings = dataclasses.replace(request.settings, max_new_tokens=max_new)
-    generate_answer(conv, model, pieces, settings, request, trace)
+    generate_answer(conv, model, pieces, settings, request, trace, prefixes)
     trace.timings.total = time.perf_counter() - start
     conv.last_trace = trace
 
@@ -112,6 +114,12 @@ def _record_media_shapes(trace: TurnTrace, media: dict[str, torch.Tensor]) -> No
 
 
 # -- prompt ------------------------------------------------------------------------------
+def media_key(att: Attachment) -> tuple:
+    """What the media positions of a prompt are keyed by: the decoded content and how it was
+    loaded, so that a request resending the same file can reuse a cached prompt prefix."""
+    return (getattr(att.media, "sha256", "") or f"attachment-{att.id}", att.options_key, att.kind, att.use_audio)
+
+
 def plan_prompt(conv: Conversation, model: Any, media: dict[str, torch.Tensor], settings: GenerationSettings,
                 trace: TurnTrace) -> tuple[list[Piece], int]:
     """Render and tokenize the prompt, dropping the oldest turns (never the media) until
@@ -119,7 +127,7 @@ def plan_prompt(conv: Conversation, model: Any, media: dict[str, torch.Tensor], 
     template = get_template(model.config.llm.template)
     budget = min(model.config.llm.max_context, model.config.llm.max_positions)
     add_bos = template.style != "tokenizer"  # a chat template writes its own BOS, if any
-    attachment_id = conv.media.id if conv.media else 0
+    attachment_id = media_key(conv.media) if conv.media else 0
     start = conv.first_turn
     while True:
         prompt, slots = render_prompt(conv, template, model.tokenizer, start)
@@ -151,7 +159,7 @@ def plan_prompt(conv: Conversation, model: Any, media: dict[str, torch.Tensor], 
 
 # -- generation --------------------------------------------------------------------------
 def generate_answer(conv: Conversation, model: Any, pieces: list[Piece], settings: GenerationSettings,
-                    request: Any, trace: TurnTrace) -> None:
+                    request: Any, trace: TurnTrace, prefixes: PrefixStore | None = None) -> None:
     """Stream the answer to ``request`` and store it in the conversation's last turn."""
     template = get_template(model.config.llm.template)
     tokenizer = model.tokenizer
@@ -159,7 +167,10 @@ def generate_answer(conv: Conversation, model: Any, pieces: list[Piece], setting
     beams = settings.num_beams > 1
     media = conv.media is not None  # the LLM's LoRA adapter (if any) runs on prompts with media only
     adapter = model.llm_adapter if media else None
-    kv = KVState() if beams or conv.kv is None or conv.kv.adapter != adapter else conv.kv
+    kv = conv.kv
+    if kv is None and not beams and prefixes is not None:
+        kv = prefixes.take(conv.model, keys)  # e.g. a client resending the conversation so far
+    kv = KVState() if beams or kv is None or kv.adapter != adapter else kv
     kv.adapter = adapter  # a cache is never continued under another adapter setting
     reused = 0 if beams else kv.reuse(keys)
     t = time.perf_counter()
@@ -169,7 +180,7 @@ def generate_answer(conv: Conversation, model: Any, pieces: list[Piece], setting
     trace.shapes.prompt_embeds = list(embeds.shape)
     trace.tokens.reused, trace.tokens.prefilled = reused, embeds.shape[1]
     stop_ids = stop_token_ids(tokenizer, getattr(model.llm, "generation_config", None))
-    stream = TextStream(tokenizer, stop_strings(template, tokenizer))
+    stream = TextStream(tokenizer, stop_strings(template, tokenizer) + list(settings.stop))
     generated: list[int] = []
     t = time.perf_counter()
     with model.llm_scope(media):

@@ -1,0 +1,269 @@
+"""The OpenAI-compatible server, driven by the official ``openai`` client over loopback.
+
+The server runs in a background thread over a real chat engine on two tiny random models;
+answers are greedy, so each is compared with what the same engine answers in-process for
+the same conversation (the server must pass media, system prompt, turns and settings
+through unchanged)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from model.chat.conversation import Turn
+from model.chat.engine import ChatEngine
+from model.chat.generate import GenerationSettings
+from model.media import MediaError, load_media
+from model.media.common import LoadOptions
+from serve.media import MediaPolicy
+from tests.app_helpers import ASSETS, CLIP, IMAGE, SOUND, tiny_engine, tiny_models
+from tests.serve_helpers import media_part, start_server, wait_for
+
+FILES = {"video": CLIP, "image": IMAGE, "audio": SOUND}
+MODEL = "tiny-left"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    engine = tiny_engine(concurrency=2)
+    policy = MediaPolicy(allowed_dirs=(ASSETS,), store_dir=tmp_path_factory.mktemp("media"))
+    running = start_server(engine, policy)
+    yield running
+    running.stop()
+    engine.close()
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+
+
+def reference(engine, kind: str | None, question: str, max_tokens: int, *, system: str | None = None,
+              history: list[tuple[str, str]] = (), model: str = MODEL) -> str:
+    """The in-process engine's greedy answer to the same conversation, computed from scratch."""
+    engine.prefixes.clear()
+    conv = engine.new_conversation(model, system=system)
+    if kind is not None:
+        engine.attach_media(conv, FILES[kind], kind=kind)
+    conv.turns += [Turn(q, a) for q, a in history]  # answered turns, as a client resends them
+    answer = "".join(engine.ask(conv, question, GenerationSettings(max_new_tokens=max_tokens, temperature=0)))
+    engine.clear(conv)
+    engine.prefixes.clear()
+    return answer
+
+
+def user(kind: str | None, text: str) -> dict:
+    content = [{"type": "text", "text": text}]
+    if kind is not None:
+        content.insert(0, media_part(kind, FILES[kind]))
+    return {"role": "user", "content": content}
+
+
+# -- answers -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["video", "image", "audio"])
+def test_streaming_and_plain_answers_match_the_engine(server, client, kind):
+    expected = reference(server.backend.engine, kind, "What happens?", 12)
+    messages = [user(kind, "What happens?")]
+    plain = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0)
+    assert plain.object == "chat.completion"
+    assert plain.choices[0].message.content == expected
+    assert plain.choices[0].finish_reason == "length"  # the tiny models never end early
+    assert plain.usage.completion_tokens == 12 and plain.usage.prompt_tokens > 12
+
+    stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == expected
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1  # streamed, not one blob
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 12
+
+
+def test_system_message_sets_the_system_prompt(server, client):
+    engine = server.backend.engine
+    system = "You answer like a pirate."
+    expected = reference(engine, "image", "Colour?", 10, system=system)
+    assert expected != reference(engine, "image", "Colour?", 10)  # the system prompt changes the answer
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "system", "content": system}, user("image", "Colour?")],
+        max_tokens=10, temperature=0, extra_body={"videollama_trace": True})
+    assert reply.choices[0].message.content == expected
+    assert system in reply.model_extra["videollama_trace"]["prompt"]
+
+
+def test_follow_up_resend_reuses_the_prompt_prefix(server, client):
+    engine = server.backend.engine
+    engine.prefixes.clear()
+    first = [user("video", "What is it?")]
+    answer = client.chat.completions.create(model=MODEL, messages=first, max_tokens=8, temperature=0)
+    follow_up = [*first, {"role": "assistant", "content": answer.choices[0].message.content},
+                 {"role": "user", "content": "And then?"}]
+    reply = client.chat.completions.create(model=MODEL, messages=follow_up, max_tokens=8, temperature=0,
+                                           extra_body={"videollama_trace": True})
+    tokens = reply.model_extra["videollama_trace"]["tokens"]
+    assert tokens["reused"] > tokens["prefilled"] > 0  # only the new turn ran through the LLM
+    expected = reference(engine, "video", "And then?", 8, history=[("What is it?", answer.choices[0].message.content)])
+    assert reply.choices[0].message.content == expected  # same answer as with every cache cleared
+
+
+def test_two_conversations_at_once_do_not_mix(server, client):
+    engine = server.backend.engine
+    jobs = {"left-video": ("tiny-left", "video", "Describe it."), "right-image": ("tiny-right", "image", "Why?")}
+    expected = {name: reference(engine, kind, q, 16, model=model) for name, (model, kind, q) in jobs.items()}
+    assert len(set(expected.values())) == 2
+    got: dict[str, str] = {}
+
+    def run(name: str) -> None:
+        model, kind, question = jobs[name]
+        stream = client.chat.completions.create(model=model, messages=[user(kind, question)], max_tokens=16,
+                                                temperature=0, stream=True)
+        got[name] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert got == expected
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list()] == ["tiny-left", "tiny-right"]
+    health = httpx.get(server.url.removesuffix("/v1") + "/health").json()
+    assert health == {"status": "ok", "models_loaded": True, "models": ["tiny-left", "tiny-right"]}
+
+
+# -- errors --------------------------------------------------------------------------------
+def test_unsupported_media_is_400_with_the_loaders_message(server, client, tmp_path):
+    data = b"this is not a video at all" * 10
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(data)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+            media_part("video", bad), {"type": "text", "text": "What?"}]}])
+    assert err.value.body["code"] == "invalid_media"
+    # The server wrote the bytes under their hash; the loader says the same about that file.
+    stored = server.backend.policy.store_dir / f"{hashlib.sha256(data).hexdigest()}.mp4"
+    with pytest.raises(MediaError) as loader:
+        load_media(stored)
+    assert err.value.body["message"] == str(loader.value)
+
+
+def test_unknown_model_is_404(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body["code"] == "model_not_found" and "tiny-left" in err.value.body["message"]
+
+
+def test_body_and_media_over_the_limits_are_413(server, client):
+    policy, backend = server.backend.policy, server.backend
+    old_media, old_body = policy.max_bytes, backend.max_body_bytes
+    try:
+        policy.max_bytes = 1000  # every asset is bigger
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model=MODEL, messages=[user("image", "What?")])
+        assert err.value.status_code == 413 and err.value.body["code"] == "media_too_large"
+        policy.max_bytes, backend.max_body_bytes = old_media, 2000
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x" * 5000}])
+        assert err.value.status_code == 413 and err.value.body["code"] == "request_too_large"
+    finally:
+        policy.max_bytes, backend.max_body_bytes = old_media, old_body
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"messages": [{"role": "user", "content": "hi"}]}, "model"),  # missing field
+    ({"model": MODEL, "messages": [{"role": "robot", "content": "hi"}]}, "role"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "bogus": 1}, "Unrecognized request argument"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 9}, "temperature"),
+    ({"model": MODEL, "messages": [{"role": "assistant", "content": "hi"}]}, "user"),
+])
+def test_bad_schema_is_400_naming_the_problem(server, body, needle):
+    response = httpx.post(f"{server.url}/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and needle in error["message"]
+
+
+@pytest.mark.parametrize("url, code", [
+    ("http://127.0.0.1:9/clip.mp4", "remote_media_not_allowed"),
+    ("file:///etc/hostname", "media_path_not_allowed"),
+    ("ftp://example.org/clip.mp4", "unsupported_media_url"),
+])
+def test_media_urls_outside_the_policy_are_refused(client, url, code):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": "What?"}]}])
+    assert err.value.body["code"] == code
+
+
+def test_allowed_local_path_is_answered(server, client):
+    expected = reference(server.backend.engine, "image", "What?", 6)
+    content = [{"type": "image_url", "image_url": {"url": f"file://{IMAGE}"}}, {"type": "text", "text": "What?"}]
+    reply = client.chat.completions.create(model=MODEL, max_tokens=6, temperature=0,
+                                           messages=[{"role": "user", "content": content}])
+    assert reply.choices[0].message.content == expected
+
+
+# -- a slow engine: queue limits and cancellation -------------------------------------------
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """One worker, one queue place, and an LLM slowed to ~20 ms a step, so that a long answer
+    is still running when the test acts on it."""
+    models = tiny_models()
+    size = models[MODEL].config.vision.image_size
+    engine = ChatEngine(models, concurrency=1, queue_size=1, media_options=LoadOptions(image_size=size))
+    for model in engine.models.values():
+        model.llm.register_forward_pre_hook(lambda *_: time.sleep(0.02))
+    running = start_server(engine, MediaPolicy(store_dir=tmp_path_factory.mktemp("media")))
+    yield running
+    running.stop()
+    engine.close()
+
+
+def _open_stream(url: str, max_tokens: int = 150):
+    slow = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+    stream = slow.chat.completions.create(model=MODEL, messages=[user("image", "Tell me everything.")],
+                                          max_tokens=max_tokens, temperature=0, stream=True)
+    first = next(iter(stream))  # the role chunk: the request is queued or running
+    return stream, first
+
+
+def test_client_disconnect_cancels_generation(slow_server):
+    engine = slow_server.backend.engine
+    before = engine.cancelled_requests
+    stream, _ = _open_stream(slow_server.url)
+    pieces = [next(stream) for _ in range(3)]
+    assert all(p.choices[0].delta.content for p in pieces)
+    stream.close()  # the client goes away mid-answer
+    assert wait_for(lambda: engine.cancelled_requests == before + 1)
+    # The worker is free again: a short request is answered.
+    short = openai.OpenAI(base_url=slow_server.url, api_key="unused", max_retries=0, timeout=120)
+    reply = short.chat.completions.create(model=MODEL, messages=[user("image", "Hi")], max_tokens=3, temperature=0)
+    assert reply.usage.completion_tokens == 3
+
+
+def test_full_queue_is_429_with_retry_after(slow_server):
+    engine = slow_server.backend.engine
+    before = engine.cancelled_requests
+    running, _ = _open_stream(slow_server.url)
+    next(running)  # a content chunk: the worker is busy with it
+    waiting, _ = _open_stream(slow_server.url)  # takes the one queue place
+    try:
+        client = openai.OpenAI(base_url=slow_server.url, api_key="unused", max_retries=0, timeout=120)
+        with pytest.raises(openai.RateLimitError) as err:
+            client.chat.completions.create(model=MODEL, messages=[user("image", "And me?")], max_tokens=3)
+        assert err.value.status_code == 429
+        assert int(err.value.response.headers["retry-after"]) > 0
+        assert err.value.body["code"] == "queue_full"
+    finally:
+        running.close()
+        waiting.close()
+    assert wait_for(lambda: engine.cancelled_requests == before + 2)  # both streams were stopped

@@ -207,8 +207,15 @@ def set_system(engine, session: ChatSession | None, text: str | None) -> tuple[C
 
 def make_settings(temperature: float, top_p: float, max_new_tokens: int, num_beams: int,
                   **extra: Any) -> GenerationSettings:
-    return GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                              top_p=float(top_p), num_beams=int(num_beams), **extra)
+    """Settings from the sidebar's sliders. Values are not coerced (a slider sends numbers; a
+    hand-made request may send anything): the engine checks them and names a bad one."""
+    return GenerationSettings(max_new_tokens=_whole(max_new_tokens), temperature=temperature,
+                              top_p=top_p, num_beams=_whole(num_beams), **extra)
+
+
+def _whole(value: Any) -> Any:
+    """A slider's 300.0 as 300; anything else unchanged (2.5 stays 2.5 and is refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _stream(session: ChatSession, deltas: Iterator[str], engine) -> Iterator[ChatSession]:
@@ -311,7 +318,22 @@ def parse_api_settings(raw: Any) -> tuple[GenerationSettings, dict[str, Any]]:
         known = ", ".join(sorted(gen_keys | set(MEDIA_SETTING_KEYS)))
         raise ValueError(f"unknown settings {sorted(unknown)}; known settings: {known}")
     gen = GenerationSettings(**{k: v for k, v in raw.items() if k in gen_keys})
-    return gen, {k: v for k, v in raw.items() if k in MEDIA_SETTING_KEYS}
+    gen.check()  # types and ranges, each message naming the setting
+    media = {k: v for k, v in raw.items() if k in MEDIA_SETTING_KEYS}
+    for key, value in media.items():
+        is_type, kind = MEDIA_SETTING_TYPES[key]
+        if not is_type(value):
+            raise ValueError(f"setting {key} must be {kind}, got {value!r:.60}")
+    return gen, media
+
+
+# API media settings -> (type test, type in words); ranges are the engine's (it knows the model).
+MEDIA_SETTING_TYPES = {
+    "mode": (lambda v: isinstance(v, str), f"one of {', '.join(MODES)}"),
+    "num_frames": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "model": (lambda v: v is None or isinstance(v, str), "a model name"),
+    "system": (lambda v: v is None or isinstance(v, str), "text"),
+}
 
 
 def api_chat(engine, session: ChatSession | None, media_path: str | None, question: str,

@@ -9,9 +9,11 @@ search is rare in chat and is delegated to ``generate()`` (no streaming, no cach
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,35 @@ from transformers.generation.logits_process import (
 from model.chat.errors import NonFiniteOutput
 
 
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if not isinstance(value, int) or abs(value) < 1 << 64 else f"{value:.3g}"
+
+
+# setting -> (type test, type in words, range test, range in words). Upper bounds keep a value
+# from reaching torch as an overflow (a seed above 2**63) or from exhausting memory.
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], bool], str]] = {
+    "max_new_tokens": (_whole, "a whole number", lambda v: 1 <= v <= 100_000, "between 1 and 100000"),
+    "temperature": (_number, "a number", lambda v: 0 <= v <= 100, "between 0 and 100 (0 means greedy)"),
+    "top_p": (_number, "a number", lambda v: 0 < v <= 1, "in (0, 1]"),
+    "top_k": (_whole, "a whole number", lambda v: 0 <= v <= 1_000_000, "0 (off) or more"),
+    "num_beams": (_whole, "a whole number", lambda v: 1 <= v <= 16, "between 1 and 16"),
+    "repetition_penalty": (_number, "a number", lambda v: 0 < v <= 100, "above 0 and at most 100 (1.0 is off)"),
+    "seed": (lambda v: v is None or _whole(v), "a whole number or null",
+             lambda v: v is None or 0 <= v < 1 << 63, "between 0 and 2**63 - 1"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false", lambda v: True, ""),
+    "stop": (lambda v: isinstance(v, (tuple, list)) and all(isinstance(s, str) for s in v), "a list of strings",
+             lambda v: len(v) <= 4 and all(v), "at most 4 non-empty strings"),
+}
+
+
 @dataclass
 class GenerationSettings:
     """Sampling settings; defaults are the original `Chat.answer`'s."""
@@ -45,20 +76,18 @@ class GenerationSettings:
     stop: tuple[str, ...] = ()  # extra text that ends the answer (not shown), e.g. an API's "stop"
 
     def check(self) -> None:
-        """Raise ValueError naming the first setting that is out of range."""
-        rules = [
-            ("max_new_tokens", self.max_new_tokens >= 1, "at least 1"),
-            ("temperature", self.temperature >= 0, "0 or more (0 means greedy)"),
-            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-            ("top_k", self.top_k >= 0, "0 (off) or more"),
-            ("num_beams", 1 <= self.num_beams <= 16, "between 1 and 16"),
-            ("repetition_penalty", self.repetition_penalty > 0, "above 0 (1.0 is off)"),
-            ("stop", len(self.stop) <= 4 and all(isinstance(s, str) and s for s in self.stop),
-             "at most 4 non-empty strings"),
-        ]
-        for name, ok, what in rules:
-            if not ok:
-                raise ValueError(f"generation setting {name}={getattr(self, name)!r} must be {what}")
+        """Raise ValueError naming the first setting of the wrong type or out of range.
+
+        Types are checked, not coerced: settings arrive as JSON from the app's API, and
+        ``"no"`` must not read as true nor ``2.5`` beams as 2.
+        """
+        for f in dataclasses.fields(self):
+            is_type, kind, in_range, what = SETTING_RULES[f.name]  # a new field needs its rule
+            value = getattr(self, f.name)
+            if not is_type(value):
+                raise ValueError(f"generation setting {f.name} must be {kind}, got {_shown(value)}")
+            if not in_range(value):
+                raise ValueError(f"generation setting {f.name}={_shown(value)} must be {what}")
 
     @property
     def greedy(self) -> bool:

@@ -5,10 +5,10 @@ follow-up about it (two questions), through the documented `chat` endpoint. Repo
 p95 of the time to first token (first non-empty streamed update, upload included) and to
 the full answer, per question, and the failures.
 
-    python bench/app_bench.py                        # serve checkpoints/toy-world in-process
-    python bench/app_bench.py --model DIR --clients 8
-    python bench/app_bench.py --tiny                 # random tiny model: checks the plumbing only
-    python bench/app_bench.py --url http://127.0.0.1:7860/   # an app that is already running
+    python -m bench.app_bench                        # serve checkpoints/toy-world in-process
+    python -m bench.app_bench --model DIR --clients 8
+    python -m bench.app_bench --preset tiny --random-weights   # checks the plumbing only
+    python -m bench.app_bench --url http://127.0.0.1:7860/   # an app that is already running
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.commands.common import add_model_arguments
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 QUESTIONS = ("What colour is the shape?", "Which way does it move?")
 
@@ -105,16 +106,11 @@ def report(results: Results, wall: float, clients: int) -> None:
 
 def start_server(args: argparse.Namespace):
     """Serve the app in this process (background thread); returns (demo, url)."""
-    from app.main import load_models, precision_of
     from app.ui import build_demo, serve
     from model.chat.engine import ChatEngine
+    from model.commands.common import load_models as load_from_args
 
-    if args.tiny:
-        from tests.app_helpers import tiny_models
-
-        models = tiny_models()
-    else:
-        models = load_models([Path(args.model)], precision_of(args), None)
+    models = load_from_args(args)  # --model / --preset [--random-weights], as every command
     engine = ChatEngine(models, concurrency=args.concurrency, queue_size=args.queue_size)
     demo = build_demo(engine, votes_path=ROOT / "runs" / "bench_votes.jsonl", concurrency=args.concurrency,
                       max_frames=min(m.config.max_frame_pos for m in models.values()))
@@ -126,16 +122,13 @@ def start_server(args: argparse.Namespace):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="an app that is already running (else one is started here)")
-    parser.add_argument("--model", default=str(ROOT / "checkpoints" / "toy-world"))
-    parser.add_argument("--tiny", action="store_true", help="random tiny models (plumbing check, no weights)")
+    add_model_arguments(parser)  # default: the bundled checkpoints/toy-world
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--clip", default=str(ROOT / "assets" / "red_square_low_tone.mp4"))
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--concurrency", type=int, default=2, help="server: answers generated at once")
     parser.add_argument("--queue-size", type=int, default=32)
     parser.add_argument("--port", type=int, default=None)
-    for flag in ("--load-4bit", "--load-8bit", "--fp16"):
-        parser.add_argument(flag, action="store_true")
     args = parser.parse_args()
 
     demo, url = (None, args.url) if args.url else start_server(args)

@@ -1,10 +1,10 @@
 """Chat engine speed on the CPU: first-token time, tokens/s, KV reuse, shared media cache.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/chat_bench.py                  # the bundled model
-    .venv/bin/python bench/chat_bench.py --random-toy                       # toy-world shape, random
-                                                                            # encoders, real SmolLM2
-    .venv/bin/python bench/chat_bench.py --preset tiny --repeats 5          # tiny random model
-    .venv/bin/python bench/chat_bench.py --model DIR [--video clip.mp4]
+    OMP_NUM_THREADS=2 .venv/bin/python -m bench.chat_bench                  # the bundled model
+    .venv/bin/python -m bench.chat_bench --preset toy-world --random-weights   # toy-world shape, random
+                                                                               # encoders, real SmolLM2
+    .venv/bin/python -m bench.chat_bench --preset tiny --random-weights --repeats 5   # tiny random model
+    .venv/bin/python -m bench.chat_bench --model DIR [--video clip.mp4]
 
 On a 30-second clip (drawn with ffmpeg unless ``--video`` is given), medians of
 ``--repeats`` runs, measured side by side in one process:
@@ -30,12 +30,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model.chat.engine import ChatEngine, GenerationSettings  # noqa: E402
-from model.commands.common import ModelMissing, load_models, random_model  # noqa: E402
-from model.config import VideoLlamaConfig  # noqa: E402
-from model.video_llama import TRAINABLE, VideoLlama  # noqa: E402
+from model.chat.engine import ChatEngine, GenerationSettings
+from model.commands.common import ModelMissing, add_model_arguments, load_models
+from model.video_llama import TRAINABLE, VideoLlama
 
 QUESTIONS = ["Describe the video.", "What colours do you see?", "Is there any sound?", "What happens at the end?"]
 
@@ -117,29 +114,20 @@ def shared_encoders(model: VideoLlama, video: Path, settings: GenerationSettings
     return after_a, after_b
 
 
-def build_models(args: argparse.Namespace) -> dict:
-    if args.random_toy:
-        from train.recipes import TOY_WORLD_MODEL
-
-        return {"toy-world-random": random_model(VideoLlamaConfig.from_dict(copy.deepcopy(TOY_WORLD_MODEL)))}
-    return load_models(args)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", type=Path, action="append", help="model folder (default: the bundled one)")
-    which.add_argument("--preset", help="random weights of a config preset, e.g. tiny")
-    which.add_argument("--random-toy", action="store_true", help="toy-world architecture, random encoders, real LLM")
+    add_model_arguments(parser)  # --model / --preset [--random-weights], as every command
     parser.add_argument("--video", type=Path, help="clip to use (default: a 30 s clip drawn with ffmpeg)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--turns", type=int, default=3, help="earlier turns before the follow-up")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args()
-    args.precision, args.device = "fp32", "cpu"
+    # A CPU bench: fp32 and the CPU unless asked otherwise.
+    args.precision = "fp32" if args.precision == "auto" else args.precision
+    args.device = args.device or "cpu"
     try:
-        models = build_models(args)
-    except ModelMissing as err:
+        models = load_models(args)
+    except (ModelMissing, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     name, model = next(iter(models.items()))

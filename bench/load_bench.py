@@ -1,6 +1,6 @@
 """Loading a model folder: peak host memory and whether each weight is read only once.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/load_bench.py [--dir /tmp/load_bench] [--keep]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_bench [--dir /tmp/load_bench] [--keep]
 
 Builds a synthetic model folder once: the full-size video-llama-2-7b encoders and adapters
 (EVA ViT-g + image Q-Former ~4.4 GB, ImageBind audio ~0.35 GB, fp32) with random weights,
@@ -29,10 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GIB = 2**30
 MID_LLM = dict(hidden_size=2048, intermediate_size=5504, num_layers=8, num_heads=16, num_kv_heads=16)
@@ -83,11 +82,11 @@ def make_folder(folder: Path) -> None:
     from safetensors.torch import save_file
     from transformers import LlamaForCausalLM
 
+    from model.commands.common import char_tokenizer
     from model.config import VideoLlamaConfig
     from model.llm import llama_config
     from model.video_llama import build_model
     from model.weights.checkpoint import save_state_folder
-    from tests.tiny import tiny_tokenizer
 
     cfg = VideoLlamaConfig.from_name("video-llama-2-7b")
     for key, value in MID_LLM.items():
@@ -104,7 +103,7 @@ def make_folder(folder: Path) -> None:
     (folder / "llm").mkdir(exist_ok=True)
     save_file(llm_state, folder / "llm" / "model.safetensors", metadata={"format": "pt"})
     llm.config.save_pretrained(folder / "llm")
-    tiny_tokenizer().save_pretrained(folder / "llm")
+    char_tokenizer(cfg.llm.vocab_size).save_pretrained(folder / "llm")
 
 
 # -- the two ways of loading (each run in its own process) ------------------------------------

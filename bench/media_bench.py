@@ -1,6 +1,6 @@
 """Media loading speed and memory: our loader against the original Video-LLaMA approach.
 
-    python bench/media_bench.py [--repeats 5] [--cache-dir DIR] [--skip-rss]
+    python -m bench.media_bench [--repeats 5] [--cache-dir DIR] [--skip-rss]
 
 Generates (once, then cached) a 10-second and a 10-minute 1280x720 25 fps H.264 + AAC video
 and a 10-minute 1920x1080 one, with ffmpeg's ``testsrc`` and x264 ``ultrafast`` (default
@@ -35,17 +35,16 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
+import torch
+import torchaudio
+
+from model.media import LoadOptions, load_media
+from model.media.audio import fbank_clip, load_clips
+from model.media.common import Deadline, normalise
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torchaudio  # noqa: E402
-
-from model.media import LoadOptions, load_media  # noqa: E402
-from model.media.audio import fbank_clip, load_clips  # noqa: E402
-from model.media.common import Deadline, normalise  # noqa: E402
 
 SNAP = 0.25  # the opt-in keyframe snap shown beside the default (exact frames)
 VIDEOS = {  # name -> (size, seconds)
@@ -169,34 +168,34 @@ def time_all(paths: dict[str, Path], repeats: int) -> tuple[dict, dict]:
 # processes mapping them and USS (private) leaves them out: both said after loading.
 _RSS_SCRIPT = """
 import json, re, sys
-sys.path.insert(0, {root!r})
 def hwm_mb():
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
     return int(line.split()[1]) / 1024
 def rollup_mb():
-    d = {{}}
+    d = {}
     for line in open("/proc/self/smaps_rollup"):
         m = re.match(r"(\\w+):\\s+(\\d+) kB", line)
         if m:
             d[m.group(1)] = int(m.group(2)) / 1024
-    return {{"pss_mb": d["Pss"], "uss_mb": d["Private_Clean"] + d["Private_Dirty"]}}
+    return {"pss_mb": d["Pss"], "uss_mb": d["Private_Clean"] + d["Private_Dirty"]}
 if sys.argv[1] == "torch-only":
     import torch
-    print(json.dumps({{"baseline_mb": hwm_mb(), "peak_mb": hwm_mb(), **rollup_mb()}}))
+    print(json.dumps({"baseline_mb": hwm_mb(), "peak_mb": hwm_mb(), **rollup_mb()}))
     sys.exit()
 import bench.media_bench as b  # torch, torchaudio, PyAV, model.media; decord/torchcodec load when used
 baseline = hwm_mb()
 if sys.argv[1] != "imports-only":
     b.APPROACHES[sys.argv[1]](sys.argv[2])
-print(json.dumps({{"baseline_mb": baseline, "peak_mb": hwm_mb(), **rollup_mb()}}))
+print(json.dumps({"baseline_mb": baseline, "peak_mb": hwm_mb(), **rollup_mb()}))
 """
 MEMORY_CASES = ("torch-only", "imports-only", "ours", "ours-1-decoder", "original")
 
 
 def peak_rss(approach: str, path: Path, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT.format(root=str(ROOT)), approach, str(path)],
-                         capture_output=True, text=True, check=True, env=env)
+    # Run from the repository root: `python -c` puts the working folder on sys.path.
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, approach, str(path)],
+                         capture_output=True, text=True, check=True, env=env, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

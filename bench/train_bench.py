@@ -1,6 +1,6 @@
 """Throughput of the LLM stages of toy-world training, measured side by side.
 
-    python bench/train_bench.py [--batch 16] [--repeats 3]
+    python -m bench.train_bench [--batch 16] [--repeats 3]
 
 Times one stage-2 step (forward + backward through the frozen LLM into the adapters) on
 real toy-world examples: the full sequence with logits at every position (what a plain
@@ -21,29 +21,27 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from model.config import VideoLlamaConfig  # noqa: E402
-from model.llm import load_llm  # noqa: E402
-from model.video_llama import build_model  # noqa: E402
-from train import stages  # noqa: E402
-from train.recipes import TOY_WORLD_MODEL, get_recipe  # noqa: E402
-from train.toy_pipeline import (  # noqa: E402
+from model.config import VideoLlamaConfig
+from model.llm import load_llm
+from model.video_llama import build_model
+from train import stages
+from train.recipes import TOY_WORLD_MODEL, get_recipe
+from train.toy_pipeline import (
     batch_features,
     draw_rows,
     instruct_examples,
     length_buckets,
     prefix_groups,
 )
-from train.world.pool import render_pool  # noqa: E402
+from train.world.pool import render_pool
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def full_logits_loss(model, examples, feats):

@@ -1,6 +1,6 @@
 """Does a wider video/audio Q-Former fit the toy world faster? Short stages 1 and 2, side by side.
 
-    python experiments/adapter_width.py [--model checkpoints/toy-world] [--widths 128,384] [--video-queries 16]
+    python -m experiments.adapter_width [--model checkpoints/toy-world] [--widths 128,384] [--video-queries 16]
                                   [--lr-scales 1] [--centre-weights 0] [--stage1-steps 40] [--stage2-steps 150]
                                   [--out /tmp/adapter_width]
 
@@ -32,21 +32,17 @@ import argparse
 import copy
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from model.config import VideoLlamaConfig  # noqa: E402
-from model.video_llama import build_model  # noqa: E402
-from model.weights.checkpoint import load_model  # noqa: E402
-from train import stages  # noqa: E402
-from train.recipes import toy_world  # noqa: E402
-from train.toy_pipeline import (  # noqa: E402
+from model.config import VideoLlamaConfig
+from model.video_llama import build_model
+from model.weights.checkpoint import load_model
+from train import stages
+from train.recipes import toy_world
+from train.toy_pipeline import (
     batch_features,
     caption_examples,
     instruct_examples,
@@ -54,8 +50,10 @@ from train.toy_pipeline import (  # noqa: E402
     precompute,
     run_lm_stage,
 )
-from train.trainer import make_accelerator  # noqa: E402
-from train.world.pool import render_pool  # noqa: E402
+from train.trainer import make_accelerator
+from train.world.pool import render_pool
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ADAPTERS = ("video_qformer", "audio_qformer")
 

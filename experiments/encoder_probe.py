@@ -1,6 +1,6 @@
 """What a model's frozen image encoder tells apart: a probe on the image Q-Former's output.
 
-    python experiments/encoder_probe.py [--model checkpoints/toy-world] [--clips 600] [--steps 400]
+    python -m experiments.encoder_probe [--model checkpoints/toy-world] [--clips 600] [--steps 400]
 
 Renders toy-world clips (the training split's generator with a seed training never used),
 encodes every sampled frame with the model folder's frozen vision encoder + image Q-Former,
@@ -18,7 +18,6 @@ Chance levels: colour 1/7, shape 1/4, count 1/4 (0 to 3 shapes).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,13 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from model.weights.checkpoint import load_model
+from train.toy_pipeline import precompute
+from train.world.pool import render_pool
+from train.world.scene import COLOURS, SHAPES
 
-from model.weights.checkpoint import load_model  # noqa: E402
-from train.toy_pipeline import precompute  # noqa: E402
-from train.world.pool import render_pool  # noqa: E402
-from train.world.scene import COLOURS, SHAPES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PROBE_SEED = 23  # a render seed no training recipe uses
 KINDS = ("colour of shape", "shape of colour", "count")

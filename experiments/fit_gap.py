@@ -1,6 +1,6 @@
 """Does a model folder answer its own training clips better than new ones? Underfit or overfit.
 
-    python experiments/fit_gap.py [--model checkpoints/toy-world] [--clips 60]
+    python -m experiments.fit_gap [--model checkpoints/toy-world] [--clips 60]
 
 Renders the first ``--clips`` scenes of the toy-world recipe's training pool exactly as
 training saw them (``render_pool`` with the recipe's seed) and as many scenes it never saw
@@ -17,21 +17,19 @@ the frozen LLM's reading of them are the limit. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from model.weights.checkpoint import load_model
+from train import stages
+from train.recipes import toy_world
+from train.toy_pipeline import instruct_examples, precompute
+from train.world.pool import render_pool
 
-from model.weights.checkpoint import load_model  # noqa: E402
-from train import stages  # noqa: E402
-from train.recipes import toy_world  # noqa: E402
-from train.toy_pipeline import instruct_examples, precompute  # noqa: E402
-from train.world.pool import render_pool  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FORMS = {"open": "open", "yes_no": "yes/no"}  # QA.kind -> column label
 SEEDS = {"training clips": toy_world().world["seed"], "new clips": 7}  # the recipe's pool; one it never drew

@@ -1,6 +1,6 @@
 """How well the frozen LLM answers toy-world questions from a perfect description of the clip.
 
-    python experiments/llm_reading.py [--forms caption,structured] [--steps 100] [--test-clips 30]
+    python -m experiments.llm_reading [--forms caption,structured] [--steps 100] [--test-clips 30]
 
 A reference for the bundled model's accuracy: no encoders, no adapters. Each clip's ground
 truth is written as text and put where the soft tokens go (video slot: what is seen, audio
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,19 +40,18 @@ from types import SimpleNamespace
 import torch
 from transformers import DynamicCache
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evaluation.toy_world import scene_text
+from model.chat.generate import GenerationSettings, stream_tokens
+from model.chat.prompts import stop_token_ids
+from model.config import VideoLlamaConfig
+from model.llm import load_llm
+from train import stages
+from train.recipes import YES_NO_ANSWERS
+from train.toy_pipeline import instruct_examples
+from train.world.qa import QA, make_qa, score_answer
+from train.world.scene import sample_scene, scene_rng
 
-from evaluation.toy_world import scene_text  # noqa: E402
-from model.chat.generate import GenerationSettings, stream_tokens  # noqa: E402
-from model.chat.prompts import stop_token_ids  # noqa: E402
-from model.config import VideoLlamaConfig  # noqa: E402
-from model.llm import load_llm  # noqa: E402
-from train import stages  # noqa: E402
-from train.recipes import YES_NO_ANSWERS  # noqa: E402
-from train.toy_pipeline import instruct_examples  # noqa: E402
-from train.world.qa import QA, make_qa, score_answer  # noqa: E402
-from train.world.scene import sample_scene, scene_rng  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NUMBERS = ("no", "one", "two", "three")
 FORMS = ("caption", "structured")

@@ -101,10 +101,11 @@ def test_command_line_options():
     folders = model_folders(args)
     assert [f.name for f in folders] == ["m1", "m2", "video-llama-2-7b"]
     assert precision_of(args) == "nf4" and args.port == 7999
-    assert precision_of(_args("--load-8bit")) == "int8" and precision_of(_args("--fp16")) == "fp16"
+    assert precision_of(_args("--load-8bit")) == "int8" and precision_of(_args("--precision", "fp16")) == "fp16"
     assert precision_of(_args()) == "auto" and model_folders(_args())[0].name == "toy-world"
-    with pytest.raises(SystemExit):
-        _args("--load-4bit", "--load-8bit")
+    for bad in (["--precision", "fp8"], ["--preset", "no-such-architecture"]):
+        with pytest.raises(SystemExit):
+            _args(*bad)
     assert unique_names(folders[:1] * 2) == ["m1", "m1 (2)"]
 
 

@@ -28,7 +28,15 @@ def _run(monkeypatch, *argv: str) -> int:
     return launch.main(list(argv))
 
 
-TINY = ["--preset", "tiny", "--max-new-tokens", "6", "--greedy"]
+TINY = ["--preset", "tiny", "--random-weights", "--max-new-tokens", "6", "--greedy"]
+
+
+def test_preset_means_the_architecture_and_its_converted_folder(monkeypatch, capsys, video):
+    # Without --random-weights a preset's weights come from checkpoints/NAME, as in the app.
+    assert _run(monkeypatch, "chat", "--video", str(video), "-q", "Q?", "--preset", "tiny") == 2
+    assert "checkpoints/tiny (no config.json)" in capsys.readouterr().err
+    assert _run(monkeypatch, "chat", "-q", "Q?", "--random-weights") == 2
+    assert "--random-weights goes with --preset NAME" in capsys.readouterr().err
 
 
 def test_chat_questions_are_turns_of_one_conversation(monkeypatch, capsys, video):
@@ -68,7 +76,7 @@ def test_chat_no_audio_and_interactive(monkeypatch, capsys, video):
 def test_chat_errors_are_clear(monkeypatch, capsys, tmp_path, video):
     monkeypatch.setattr(common, "DEFAULT_MODEL", tmp_path / "toy-world")
     assert _run(monkeypatch, "chat", "--video", str(video), "-q", "hi") == 2
-    assert "bundled model is not at" in capsys.readouterr().err
+    assert "bundled model is missing" in capsys.readouterr().err
     assert _run(monkeypatch, "chat", "--video", str(tmp_path / "none.mp4"), "-q", "hi", *TINY) == 2
     assert "media file not found" in capsys.readouterr().err
     assert _run(monkeypatch, "chat", "--video", str(video), "-q", " ", *TINY) == 2

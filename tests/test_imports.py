@@ -128,3 +128,18 @@ def test_model_never_imports_web_or_serving_code():
             if target.split(".")[0] in FORBIDDEN_IN_MODEL:
                 offenders.append(f"{path.relative_to(ROOT)} imports {target}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_benchmarks_and_experiments_run_as_modules_without_path_hacks():
+    problems = []
+    for name, path in project_modules().items():
+        text = path.read_text()
+        if "sys.path.insert" in text or "sys.path.append" in text:
+            problems.append(f"{path.relative_to(ROOT)} edits sys.path")
+        if name.split(".")[0] in ("bench", "experiments"):
+            if any(t == "tests" or t.startswith("tests.") for t in imported_names(path, name)):
+                problems.append(f"{path.relative_to(ROOT)} imports from tests/")
+            runnable = path.name != "__init__.py" and not path.name.startswith("_")  # _helpers are imported
+            if runnable and '__name__ == "__main__"' not in text:
+                problems.append(f"{path.relative_to(ROOT)} has no `if __name__ == \"__main__\"` (python -m {name})")
+    assert not problems, "\n".join(problems)

@@ -4,6 +4,8 @@ and the toy-world --quick recipe end to end (slow)."""
 import argparse
 import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +13,16 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from model.chat.conversation import Attachment, Conversation, Turn, prompt_pieces, render_prompt  # noqa: E402
+from model.chat.builder import build_prompt  # noqa: E402
+from model.chat.conversation import Attachment, Conversation, Turn, dialogue, prompt_pieces  # noqa: E402
 from model.chat.prompts import get_template  # noqa: E402
 from model.config import VideoLlamaConfig  # noqa: E402
 from model.video_llama import build_model  # noqa: E402
 from tests.tiny import tiny_model  # noqa: E402
 from train import cli, stage0, stages  # noqa: E402
 from train.recipes import PAPER_STAGES, TOY_WORLD_MODEL, get_recipe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name, steps, batch, lr, min_lr, warmup, branch, objective", [
@@ -49,43 +54,65 @@ def _train_args(*argv):
     return parser.parse_args(argv)
 
 
-def test_toy_stage0_options_from_the_command_line():
-    recipe = get_recipe("toy-world")
-    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world"))
+def _set(recipe, *items):
+    cli.apply_settings(recipe, _train_args("--recipe", recipe.name.removesuffix("-quick"),
+                                           *[a for item in items for a in ("--set", item)]))
+    return recipe
+
+
+def test_recipe_settings_from_the_command_line_are_typed_by_their_fields():
+    recipe = _set(get_recipe("toy-world"))
     assert recipe == get_recipe("toy-world")  # nothing given: the recipe's own settings stay
-    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stem", "8,24", "--vision-lr-scale", "5",
-                                              "--attribute-loss", "0.5", "--caption-loss", "0"))
+    _set(recipe, "model.vision.stem_channels=8,24", "stage0.lr_scale.vision_encoder=5",
+         "stage0.attribute_weight=0.5", "stage0.caption_weight=0")
     stage0 = recipe.stages[0]
     assert recipe.model["vision"]["stem_channels"] == [8, 24]
     assert stage0.train.lr_scale == {"vision_encoder": 5.0}
     assert (stage0.attribute_weight, stage0.caption_weight) == (0.5, 0.0)
     assert recipe.stages[1].train.lr_scale == {}  # stage 0 only
-    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--adapter-lr-scale", "3"))
-    assert stage0.train.lr_scale == {"vision_encoder": 5.0}  # the adapters train in stages 1 and 2 only
-    for spec in recipe.stages[1:]:
-        assert spec.train.lr_scale == {"video_qformer": 3.0, "audio_qformer": 3.0}
-    assert [s.centre_weight for s in recipe.stages] == [0.0] * 3  # the bundled model's setting
-    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--centre-weight", "0.5"))
-    assert [s.centre_weight for s in recipe.stages] == [0.0, 0.5, 0.5]  # the adapter stages
+    _set(recipe, "stage1.lr_scale.video_qformer=3", "stage2.lr_scale.video_qformer=3")
+    assert stage0.train.lr_scale == {"vision_encoder": 5.0}
+    assert [s.train.lr_scale for s in recipe.stages[1:]] == [{"video_qformer": 3.0}] * 2
     assert VideoLlamaConfig.from_dict(recipe.model).vision.stem_channels == (8, 24)
-    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stem", "none"))
+    _set(recipe, "model.vision.stem_channels=none")
     assert recipe.model["vision"]["stem_channels"] == []
     assert [s.yes_no_answers for s in recipe.stages] == ["verdict"] * 3  # the bundled model's form
-    cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--yes-no-answers", "fact-first",
-                                              "--stage-steps", "30,5,12"))
-    assert [s.yes_no_answers for s in recipe.stages] == ["verdict", "verdict", "fact-first"]  # the instruct stage
-    assert [s.train.max_steps for s in recipe.stages] == [30, 5, 12]
-    assert [s.train.warmup_steps for s in recipe.stages] == [30, 5, 12]  # warm-up no longer than the stage
-    with pytest.raises(SystemExit, match="needs 3 counts"):
-        cli.apply_toy_options(recipe, _train_args("--recipe", "toy-world", "--stage-steps", "30,5"))
-    with pytest.raises(SystemExit, match="--stage-steps applies to the toy-world"):
-        cli.apply_toy_options(get_recipe("vl-stage1"), _train_args("--recipe", "vl-stage1", "--stage-steps", "9"))
-    with pytest.raises(SystemExit, match="--stem applies to the toy-world"):
-        cli.apply_toy_options(get_recipe("vl-stage1"), _train_args("--recipe", "vl-stage1", "--stem", "16"))
-    for flag, bad in (("--stem", "16,x"), ("--stem", "0,16"), ("--stage-steps", "1,0,1"), ("--stage-steps", "a"),
-                      ("--yes-no-answers", "maybe")):
-        with pytest.raises(SystemExit):  # argparse reports the bad value and exits
-            _train_args("--recipe", "toy-world", flag, bad)
+    _set(recipe, "stage2.yes_no_answers=fact-first", "stage2.lr=1e-4", "max_steps=7", "image_share=0.5",
+         "world.n_train=40")
+    assert [s.yes_no_answers for s in recipe.stages] == ["verdict", "verdict", "fact-first"]
+    assert [s.train.lr for s in recipe.stages] == [1e-3, 2e-3, 1e-4]
+    assert [s.train.max_steps for s in recipe.stages] == [7, 7, 7]  # no stage named: every stage
+    assert [s.image_share for s in recipe.stages] == [0.5] * 3 and recipe.world["n_train"] == 40
+    paper = _set(get_recipe("vl-stage1"), "lr=3e-4", "num_frames=4")  # the same mechanism for every recipe
+    assert paper.stages[0].train.lr == 3e-4 and paper.stages[0].num_frames == 4
+
+
+@pytest.mark.parametrize("item, message", [
+    ("stage2.learning_rate=1", "unknown setting 'learning_rate'; a stage has"),
+    ("stage9.lr=1", "unknown setting 'stage9.lr'"),
+    ("stage2.lr=fast", "lr takes a number, not 'fast'"),
+    ("max_steps=1.5", "max_steps takes an integer, not '1.5'"),
+    ("stage2.yes_no_answers=maybe", "stage2.yes_no_answers must be one of verdict, fact-first"),
+    ("image_share=2", "is a share between 0 and 1, not 2.0"),
+    ("model.vision.colour=3", "unknown model setting 'colour'; VisionConfig has"),
+    ("model.vision=3", "model.vision is a section"),
+    ("world.n_clips=3", "unknown world setting 'n_clips'"),
+    ("stage2.lr", "write KEY=VALUE"),
+])
+def test_bad_recipe_settings_name_the_key_and_what_it_takes(item, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        _set(get_recipe("toy-world"), item)
+    with pytest.raises(SystemExit, match="vl-stage1 trains the preset 'video-llama-2-7b'; choose another"):
+        _set(get_recipe("vl-stage1"), "model.vision.depth=2")
+
+
+def test_toy_world_recipe_builds_the_toy_world_preset():
+    # The bundled model's shape is written once (model/config.py); the recipe and the shipped folder follow it.
+    preset = VideoLlamaConfig.from_name("toy-world")
+    assert VideoLlamaConfig.from_dict(get_recipe("toy-world").model) == preset
+    shipped = VideoLlamaConfig.from_file(ROOT / "checkpoints" / "toy-world" / "config.json")
+    for section in ("vision", "image_qformer", "video_qformer", "audio", "audio_qformer", "llm", "max_frame_pos"):
+        assert getattr(shipped, section) == getattr(preset, section), section
 
 
 def test_toy_world_model_fits_the_size_budget_and_quick_is_smaller():
@@ -120,10 +147,9 @@ def test_instruction_example_is_the_prompt_the_engine_builds(template):
     attachment = Attachment(path="clip.mp4", kind="video", media=None, use_audio=True, options_key=())
     conv = Conversation(model="m", media=attachment, turns=[Turn(question)])
     tpl = get_template(template)
-    prompt, slots = render_prompt(conv, tpl, tok, 0)
     media = {"video": torch.zeros(1, 5, 48), "audio": torch.zeros(1, 3, 48)}
-    engine = prompt_pieces(prompt, slots, media, 1, tok, add_bos=tpl.style != "tokenizer")
-    expected = [p.ids if p.ids is not None else slots.pop(0) for p in engine]
+    engine = prompt_pieces(build_prompt(tpl, dialogue(conv), tok).parts(tok), media, 1)
+    expected = [p.ids if p.ids is not None else p.keys[0][1] for p in engine]  # media keys: (id, branch, j)
     assert pieces[:-1] == expected
     assert sup == [False] * (len(pieces) - 1) + [True]
     assert tok.decode(pieces[-1]).strip().startswith("Red.")

@@ -48,6 +48,20 @@ class StageSpec:
     attribute_weight: float = 0.0  # toy-world stage 0: weight of the (shape, colour, place) label loss
     centre_weight: float = 0.0  # toy-world stages 1 and 2: weight of the soft tokens' clip-independent share
 
+    def check(self) -> None:
+        """Refuse settings no run can use (``train --set`` changes these fields one by one)."""
+        if self.yes_no_answers not in YES_NO_ANSWERS:
+            raise ValueError(f"{self.name}.yes_no_answers must be one of {', '.join(YES_NO_ANSWERS)}, "
+                             f"not {self.yes_no_answers!r}")
+        for name in ("no_sound_share", "image_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{self.name}.{name} is a share between 0 and 1, not {getattr(self, name)}")
+        for name in ("caption_weight", "attribute_weight", "centre_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{self.name}.{name} is a loss weight (0 or more), not {getattr(self, name)}")
+        if self.train.max_steps < 1 or self.train.batch_size < 1 or not self.train.lr > 0:
+            raise ValueError(f"{self.name}: max_steps and batch_size must be 1 or more and lr positive")
+
 
 @dataclass
 class Recipe:

@@ -1,4 +1,5 @@
-"""Arguments and model loading shared by the `chat` and `batch` commands and the chat bench."""
+"""Arguments and model loading shared by the commands that run a model (chat, batch, the app, the
+benches): one meaning per flag."""
 
 from __future__ import annotations
 
@@ -11,19 +12,73 @@ import torch
 
 from model.chat.generate import GenerationSettings
 from model.config import PRESETS, VideoLlamaConfig
+from model.llm import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = ROOT / "checkpoints" / "toy-world"  # the bundled model folder
+CHECKPOINTS = ROOT / "checkpoints"  # where `download` + `convert` put a preset's model folder
+DEFAULT_MODEL = CHECKPOINTS / "toy-world"  # the bundled model folder
+PRESET_HELP = ("a named architecture (model/config.py PRESETS); commands that run a model load its weights "
+               "from checkpoints/NAME, the folder `launch.py download` and `convert` make")
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser, choices: tuple[str, ...] = PRECISIONS) -> None:
+    """``--precision`` of the LLM; the original demo's ``--load-4bit`` / ``--load-8bit`` are kept as
+    spellings of ``--precision nf4`` / ``--precision int8`` where those are offered."""
+    parser.add_argument("--precision", choices=choices, default="auto",
+                        help="LLM precision (default auto: NF4 on CUDA, fp32 on a CPU)")
+    if "nf4" in choices:
+        parser.add_argument("--load-4bit", dest="precision", action="store_const", const="nf4",
+                            help="the same as --precision nf4")
+    if "int8" in choices:
+        parser.add_argument("--load-8bit", dest="precision", action="store_const", const="int8",
+                            help="the same as --precision int8")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", type=Path, action="append", metavar="DIR",
-                       help="model folder (repeatable; default: the bundled checkpoints/toy-world)")
-    which.add_argument("--preset", choices=sorted(PRESETS),
-                       help="random weights of a named architecture (smoke tests; practical only for 'tiny')")
-    parser.add_argument("--precision", default="auto", help="LLM precision: auto, nf4, int8, fp16, bf16, fp32")
+    """Which models to run: ``--model DIR`` and ``--preset NAME`` (both repeatable), the precision
+    and the device. The same flags, with the same meaning, in every command that runs a model."""
+    parser.add_argument("--model", type=Path, action="append", default=[], metavar="DIR",
+                        help="model folder (repeatable; default: the bundled checkpoints/toy-world)")
+    parser.add_argument("--preset", action="append", default=[], choices=sorted(PRESETS), metavar="NAME",
+                        help=PRESET_HELP + " (repeatable)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="with --preset: random encoders and adapters instead (smoke tests; the LLM is "
+                             "loaded when the preset names its weights)")
+    add_precision_arguments(parser)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+
+
+def model_folders(args: argparse.Namespace) -> list[Path]:
+    """Folders named by --model and --preset, in order; the bundled model if none."""
+    folders = [Path(d) for d in args.model] + [CHECKPOINTS / name for name in args.preset]
+    return folders or [DEFAULT_MODEL]
+
+
+def missing_message(folder: Path) -> str | None:
+    """What to run when a model folder is not there (None when it looks complete)."""
+    if (folder / "config.json").is_file():
+        return None
+    if folder.resolve() == DEFAULT_MODEL.resolve():
+        return (f"The bundled model is missing ({folder} has no config.json). Train it with "
+                "`python launch.py train --recipe toy-world` (or `--recipe toy-world --quick` for a "
+                "rough one in minutes), or pass --model DIR (a model folder) or --preset tiny "
+                "--random-weights (for a smoke test).")
+    name = folder.name
+    return (f"No model at {folder} (no config.json). Fetch the released files with "
+            f"`python launch.py download {name}` and turn them into a model folder with "
+            f"`python launch.py convert --preset {name} ... --out {folder}`, or pass `--model DIR`.")
+
+
+def unique_names(folders: list[Path]) -> list[str]:
+    """A display name per folder: its name, with a number when two folders share one."""
+    names: list[str] = []
+    for folder in folders:
+        name = folder.resolve().name
+        candidate, n = name, 2
+        while candidate in names:
+            candidate, n = f"{name} ({n})", n + 1
+        names.append(candidate)
+    return names
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,21 +105,22 @@ class ModelMissing(FileNotFoundError):
 
 
 def load_models(args: argparse.Namespace) -> dict:
-    """name -> loaded VideoLlama from ``--model`` folders, ``--preset`` or the bundled model."""
+    """name -> loaded VideoLlama from ``--model`` folders and ``--preset`` names (or the bundled model);
+    ``--random-weights`` builds each preset with random weights instead."""
     from model.weights.checkpoint import load_model
 
-    if args.preset:
-        return {args.preset: random_model(VideoLlamaConfig.from_name(args.preset))}
-    folders = args.model or [DEFAULT_MODEL]
-    if not args.model and not (DEFAULT_MODEL / "config.json").is_file():
-        raise ModelMissing(f"the bundled model is not at {DEFAULT_MODEL} yet; train it with "
-                           "`python launch.py train --recipe toy-world`, or pass --model DIR (a model folder) "
-                           "or --preset tiny (random weights, for a smoke test)")
-    models = {}
+    if args.random_weights:
+        if not args.preset or args.model:
+            raise ValueError("--random-weights goes with --preset NAME (and no --model): it replaces the "
+                             "preset's weights")
+        return {name: random_model(VideoLlamaConfig.from_name(name)) for name in dict.fromkeys(args.preset)}
+    folders = model_folders(args)
     for folder in folders:
-        name = folder.name if folder.name not in models else str(folder)
-        models[name] = load_model(folder, precision=args.precision, device=args.device)
-    return models
+        problem = missing_message(folder)
+        if problem:
+            raise ModelMissing(problem)
+    return {name: load_model(folder, precision=args.precision, device=args.device)
+            for name, folder in zip(unique_names(folders), folders, strict=True)}
 
 
 def random_model(cfg: VideoLlamaConfig, seed: int = 0, device: str = "cpu"):

@@ -16,17 +16,17 @@ import argparse
 import json
 from pathlib import Path
 
+from model.commands.common import add_precision_arguments
 from model.config import PRESETS, VideoLlamaConfig
-from model.llm import PRECISIONS
 from model.weights.memory import estimate, format_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--preset", choices=sorted(PRESETS), help="a named architecture")
+    which.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
+                       help="a named architecture (model/config.py PRESETS; only its config is read)")
     which.add_argument("--model", type=Path, help="a model folder (reads only its config.json)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="LLM precision (auto: nf4 on cuda, fp32 on cpu)")
+    add_precision_arguments(parser)  # the same --precision (and --load-4bit/--load-8bit) as every command
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="device to estimate for")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from app.main import load_models, precision_of
+from model.commands.common import load_models as random_weight_models
 
 
 def build_engine(args: argparse.Namespace, folders: list[Path]) -> Any:
@@ -17,5 +18,8 @@ def build_engine(args: argparse.Namespace, folders: list[Path]) -> Any:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = load_models(folders, precision_of(args), args.device)
+    if getattr(args, "random_weights", False):  # --preset NAME --random-weights: a smoke test
+        models = random_weight_models(args)
+    else:
+        models = load_models(folders, precision_of(args), args.device)
     return ChatEngine(models, concurrency=args.concurrency, queue_size=args.queue_size)

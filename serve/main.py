@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from app.main import missing_message, model_folders
+from model.commands.common import add_model_arguments, missing_message, model_folders
 from serve.app import MAX_BODY_BYTES, Backend, build_app
 from serve.loading import build_engine
 from serve.media import FETCH_TIMEOUT_S, MAX_MEDIA_BYTES, MediaPolicy
@@ -24,16 +24,9 @@ log = logging.getLogger("serve")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", default=[], metavar="DIR",
-                        help="model folder to serve (repeatable); default: checkpoints/toy-world")
-    parser.add_argument("--preset", action="append", default=[], metavar="NAME", help="serve checkpoints/NAME")
+    add_model_arguments(parser)  # --model, --preset, --random-weights, --precision (--load-4bit/8bit), --device
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--load-4bit", action="store_true", help="LLM in 4-bit NF4 (bitsandbytes)")
-    precision.add_argument("--load-8bit", action="store_true", help="LLM in 8-bit (bitsandbytes)")
-    precision.add_argument("--fp16", action="store_true", help="LLM in float16")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: automatic)")
     parser.add_argument("--concurrency", type=int, default=1, help="answers generated at once per engine")
     parser.add_argument("--queue-size", type=int, default=16,
                         help="requests waiting per engine; beyond that the server answers 429")
@@ -72,7 +65,7 @@ def uses_ray(args: argparse.Namespace) -> bool:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     folders = model_folders(args)
-    for folder in folders:
+    for folder in folders if not args.random_weights else []:
         problem = missing_message(folder)
         if problem:
             print(f"error: {problem}", file=sys.stderr)

@@ -3,9 +3,11 @@
 A plain pre-norm ViT with three details that matter for loading the official
 ``eva_vit_g.pth`` faithfully:
 
-- attention uses one fused ``qkv`` Linear. EVA keeps its bias as two tensors, ``q_bias``
-  and ``v_bias``, with a zero key bias; we store one fused bias ``[q_bias, 0, v_bias]`` and
-  ``model/convert.py`` builds it (the zero part gets no gradient: the encoder is frozen);
+- attention uses one fused ``qkv`` Linear without bias, and two bias parameters, ``q_bias``
+  and ``v_bias``, as EVA stores them; the key bias is a constant zero, not a parameter, so the
+  parameter count is the original's and nothing could learn a key bias if the ViT were
+  unfrozen. (Model folders written before this stored one fused ``qkv.bias``;
+  ``model/weights/convert.py: unfuse_qkv_bias`` reads them.)
 - BLIP-2 builds only 39 of the checkpoint's 40 blocks and applies **no final norm** (the
   output is the raw last block, later normalised by ``ln_vision`` outside this module);
 - no relative position bias, no layer scale, drop path 0 (BLIP-2's settings).
@@ -35,12 +37,15 @@ class EvaAttention(nn.Module):
         if width % num_heads:
             raise ValueError(f"vision width {width} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.qkv = nn.Linear(width, 3 * width)  # bias = [q_bias, 0, v_bias] in official weights
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, W = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.num_heads, W // self.num_heads)
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])  # (3W,): key bias is 0
+        qkv = F.linear(x, self.qkv.weight, bias).view(B, N, 3, self.num_heads, W // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, N, hd)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, N, W))  # (B, N, W)

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 import launch
-from model.weights import convert as conv
 from model.commands.convert import convert_files, expected_shapes
 from model.config import PRESETS, VideoLlamaConfig
+from model.video_llama import build_audio_branch, build_vision_branch
+from model.weights import convert as conv
 from model.weights.checkpoint import CorruptCheckpointError, UnsafeCheckpointError, load_model
 from tests import official_format as off
 from tests import tiny
@@ -138,9 +139,33 @@ def test_converted_tiny_model_matches_reference_math(tmp_path, official_tiny, ti
     assert len(model.vision_encoder.blocks) == cfg.vision.depth
 
 
-def test_eva_fused_bias_layout():
-    q, v = torch.arange(3.0), torch.arange(3.0) + 10
-    assert conv.fuse_eva_qv_bias(q, v).tolist() == [0, 1, 2, 0, 0, 0, 10, 11, 12]
+def test_eva_accepts_exactly_the_documented_leftover_block():
+    cfg = VideoLlamaConfig.from_name("tiny").vision
+    meta = off.meta_maker()
+    depth = cfg.depth
+    for extra in (0, 1):  # without it, or with the released file's one unused block
+        state = conv.convert_eva(off.eva_state_dict(cfg, meta, extra_blocks=extra), depth)
+        assert f"vision_encoder.blocks.{depth - 1}.attn.q_bias" in state
+        assert not any(k.startswith(f"vision_encoder.blocks.{depth}.") for k in state)
+    first_beyond = rf"unexpected key 'blocks\.{depth + 1}\.[a-z_.0-9]+'.*up to {depth + 2}"
+    with pytest.raises(conv.ConversionError, match=first_beyond):
+        conv.convert_eva(off.eva_state_dict(cfg, meta, extra_blocks=3), depth)
+    one_stray = off.eva_state_dict(cfg, meta) | {f"blocks.{depth + 5}.mlp.fc1.bias": meta((cfg.mlp_dim,))}
+    with pytest.raises(conv.ConversionError, match=f"'blocks.{depth + 5}.mlp.fc1.bias'"):
+        conv.convert_eva(one_stray, depth)
+
+
+def test_old_fused_qkv_bias_is_split_without_changing_the_output():
+    cfg = VideoLlamaConfig.from_name("tiny").vision
+    W = cfg.width
+    fused = torch.cat([torch.arange(W) + 1.0, torch.full((W,), 7.0), -torch.arange(W) - 1.0])
+    other = torch.ones(3)
+    out = conv.unfuse_qkv_bias({"vision_encoder.blocks.2.attn.qkv.bias": fused, "video_proj.bias": other})
+    assert set(out) == {"vision_encoder.blocks.2.attn.q_bias", "vision_encoder.blocks.2.attn.v_bias", "video_proj.bias"}
+    assert out["vision_encoder.blocks.2.attn.q_bias"].tolist() == (torch.arange(W) + 1.0).tolist()
+    assert out["vision_encoder.blocks.2.attn.v_bias"].tolist() == (-torch.arange(W) - 1.0).tolist()
+    with pytest.raises(conv.ConversionError, match="qkv.bias has shape"):
+        conv.unfuse_qkv_bias({"vision_encoder.blocks.0.attn.qkv.bias": torch.ones(W)})
 
 
 def test_copy_llm_rewrites_bin_shards_as_safetensors(tmp_path, tiny_llm_dir):
@@ -185,7 +210,8 @@ def test_full_size_official_keys_convert_to_our_meta_model(preset):
     assert state["video_qformer.query_tokens"].shape == (1, 32, 768)
     assert state["frame_position_embedding.weight"].shape == (32, 768)
     assert state["vision_encoder.pos_embed"].shape == (1, 257, 1408)
-    assert state["vision_encoder.blocks.38.attn.qkv.bias"].shape == (3 * 1408,)
+    assert state["vision_encoder.blocks.38.attn.q_bias"].shape == (1408,)
+    assert "vision_encoder.blocks.38.attn.qkv.bias" not in state
     assert "vision_encoder.blocks.39.norm1.weight" not in state
     assert state["image_qformer.layers.10.cross_attn.k_proj.weight"].shape == (768, 1408)
     assert "image_qformer.layers.11.cross_attn.k_proj.weight" not in state
@@ -203,6 +229,15 @@ def test_full_size_official_keys_convert_to_our_meta_model(preset):
         vl_count, al_count = REFERENCE_COUNTS[preset]
         assert count(("frame_position_embedding", "video_qformer", "video_proj")) == vl_count
         assert count(("audio_position_embedding", "audio_qformer", "audio_proj")) == al_count
+    # Every component's parameters, counted on our meta model, equal the original's tensors
+    # (the converted dict holds exactly those, renamed): no parameter the original lacks.
+    with torch.device("meta"):
+        built = build_vision_branch(cfg) | (build_audio_branch(cfg) if cfg.use_audio else {})
+    for name, module in built.items():
+        buffers = {f"{name}.{k}" for k, _ in module.named_buffers()}
+        theirs = count(f"{name}.") - sum(state[k].numel() for k in buffers if k in state)
+        assert sum(p.numel() for p in module.parameters()) == theirs, name
+    assert sum(p.numel() for p in built["vision_encoder"].parameters()) == 985_894_528
 
 
 # -- 3. bad inputs ------------------------------------------------------------------------------

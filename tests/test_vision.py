@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +13,10 @@ from model.config import VideoLlamaConfig, VisionConfig
 from model.vision import EvaViT
 
 
-def reference_eva(state: dict, cfg: VisionConfig, images: torch.Tensor, q_bias, v_bias) -> torch.Tensor:
-    """EVA as in the original layout: qkv Linear without bias, plus q_bias and v_bias."""
+def reference_eva(state: dict, cfg: VisionConfig, images: torch.Tensor, q_bias, v_bias, k_bias=None) -> torch.Tensor:
+    """EVA as in the original layout: qkv Linear without bias, plus q_bias and v_bias.
+
+    ``k_bias``: a key bias per block, as model folders written before the split stored (fused)."""
     W, nh = cfg.width, cfg.num_heads
     hd = W // nh
     x = F.conv2d(images, state["patch_embed.weight"], state["patch_embed.bias"], stride=cfg.patch_size)
@@ -23,7 +26,7 @@ def reference_eva(state: dict, cfg: VisionConfig, images: torch.Tensor, q_bias, 
     for i in range(cfg.depth):
         p = f"blocks.{i}."
         h = F.layer_norm(x, (W,), state[p + "norm1.weight"], state[p + "norm1.bias"], eps=cfg.norm_eps)
-        bias = torch.cat([q_bias[i], torch.zeros_like(v_bias[i]), v_bias[i]])
+        bias = torch.cat([q_bias[i], torch.zeros_like(v_bias[i]) if k_bias is None else k_bias[i], v_bias[i]])
         qkv = h @ state[p + "attn.qkv.weight"].T + bias
         q, k, v = qkv.split(W, dim=-1)
         outs = []
@@ -46,8 +49,9 @@ def test_matches_reference_with_separate_q_and_v_bias():
     with torch.no_grad():
         for p in vit.parameters():
             p.normal_(0, 0.3)
-        for i, block in enumerate(vit.blocks):  # what the converter does: [q_bias, 0, v_bias]
-            block.attn.qkv.bias.copy_(torch.cat([q_bias[i], torch.zeros(cfg.width), v_bias[i]]))
+        for i, block in enumerate(vit.blocks):
+            block.attn.q_bias.copy_(q_bias[i])
+            block.attn.v_bias.copy_(v_bias[i])
     images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
     with torch.no_grad():
         got = vit(images)
@@ -65,22 +69,26 @@ def test_key_names_and_shapes_follow_architecture_md():
     assert shapes["cls_token"] == (1, 1, W)
     assert shapes["pos_embed"] == (1, 1 + cfg.num_patches, W)
     assert shapes["blocks.1.attn.qkv.weight"] == (3 * W, W)
-    assert shapes["blocks.1.attn.qkv.bias"] == (3 * W,)
+    assert shapes["blocks.1.attn.q_bias"] == shapes["blocks.1.attn.v_bias"] == (W,)
+    assert "blocks.1.attn.qkv.bias" not in shapes  # the key bias is a constant 0, as EVA's
     assert shapes["blocks.1.mlp.fc1.weight"] == (cfg.mlp_dim, W)
     per_block = {k.split(".", 2)[2] for k in shapes if k.startswith("blocks.0.")}
-    assert per_block == {f"{m}.{t}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
-                         for t in ("weight", "bias")}
+    assert per_block == {f"{m}.{t}" for m in ("norm1", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+                         for t in ("weight", "bias")} | {"attn.qkv.weight", "attn.q_bias", "attn.v_bias"}
     assert not any(k.startswith(("norm.", "head", "fc_norm")) for k in shapes)  # no final norm
 
 
-def test_full_size_parameter_count_on_meta():
+def test_full_size_parameter_count_on_meta_is_the_originals():
     cfg = VideoLlamaConfig.from_name("video-llama-2-7b").vision
     with torch.device("meta"):
         vit = EvaViT(cfg)
+    # LAVIS eva_vit.py, 39 blocks of width 1408, MLP 6144: per block norm1, qkv weight (no bias),
+    # q_bias, v_bias, proj, norm2, fc1, fc2; then patch embedding, cls token, 257 positions.
     W, L = 1408, 39
-    block = 4 * W + (3 * W * W + 3 * W) + (W * W + W) + 2 * (W * 6144) + 6144 + W
+    block = 2 * W + 3 * W * W + 2 * W + (W * W + W) + 2 * W + (W * 6144 + 6144) + (6144 * W + W)
     stem = W * 3 * 14 * 14 + W + W + 257 * W
-    assert sum(p.numel() for p in vit.parameters()) == stem + L * block
+    assert stem + L * block == 985_894_528  # the reference's "about 986 M"
+    assert sum(p.numel() for p in vit.parameters()) == 985_894_528
     assert len(vit.blocks) == 39
 
 
@@ -130,3 +138,30 @@ def test_stem_with_odd_patch_size_is_a_clear_error():
         tiny = VideoLlamaConfig.from_name("tiny").to_dict()
         tiny["vision"]["stem_channels"] = [4]  # tiny's patch_size is 7
         VideoLlamaConfig.from_dict(tiny)
+
+
+def test_bundled_folder_with_a_fused_qkv_bias_loads_to_the_same_outputs():
+    """checkpoints/toy-world was written with one fused ``qkv.bias`` whose key part was trained;
+    it loads into q_bias / v_bias, and the key part it drops cannot change attention."""
+    from safetensors.torch import load_file
+
+    from model.video_llama import build_vision_branch
+    from model.weights.checkpoint import _load_component
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "toy-world"
+    raw = {k: v.float() for k, v in load_file(folder / "vision_encoder.safetensors").items()}
+    cfg = VideoLlamaConfig.from_file(folder / "config.json")
+    fused = [raw[f"vision_encoder.blocks.{i}.attn.qkv.bias"].chunk(3) for i in range(cfg.vision.depth)]
+    assert max(float(k.abs().max()) for _, k, _ in fused) > 0.01  # a real, non-zero key bias
+    with torch.device("meta"):
+        built = build_vision_branch(cfg)
+    modules = {name: built[name] for name in ("vision_encoder", "ln_vision", "image_qformer")}
+    _load_component(modules, folder / "vision_encoder.safetensors", torch.device("cpu"), torch.float32)
+    vit = modules["vision_encoder"].eval()
+    assert vit.blocks[0].attn.q_bias.shape == (cfg.vision.width,)
+    images = torch.randn(2, 3, cfg.vision.image_size, cfg.vision.image_size)
+    state = {k[len("vision_encoder."):]: v for k, v in raw.items() if k.startswith("vision_encoder.")}
+    q, k, v = ([f[j] for f in fused] for j in range(3))
+    with torch.no_grad():
+        torch.testing.assert_close(vit(images), reference_eva(state, cfg.vision, images, q, v, k_bias=k),
+                                   rtol=1e-4, atol=1e-4)

@@ -34,7 +34,7 @@ from model.config import ConfigError, VideoLlamaConfig
 from model.device import pick_device, pick_dtype
 from model.llm import load_llm, resolve_precision
 from model.video_llama import VideoLlama, build_audio_branch, build_vision_branch, freeze_frozen_parts
-from model.weights.convert import ConversionError, check_against
+from model.weights.convert import ConversionError, check_against, unfuse_qkv_bias
 
 # Model folder: file stem -> modules it holds (ARCHITECTURE.md "Model folder").
 COMPONENT_FILES: dict[str, tuple[str, ...]] = {
@@ -236,7 +236,7 @@ def _load_component(modules: dict[str, nn.Module], path: Path, device: torch.dev
                     trainable: bool = False) -> None:
     """Assign ``path``'s tensors into meta-built ``modules`` (strict), then move/cast them.
     Trainable parts (small) are also checked for NaN/Inf."""
-    state = load_safetensors(path)
+    state = unfuse_qkv_bias(load_safetensors(path))  # folders written before EVA's q_bias / v_bias split
     if trainable:
         check_finite(state, path)
     expected = {f"{name}.{k}": v.shape for name, m in modules.items() for k, v in m.state_dict().items()}

@@ -5,8 +5,9 @@ key template (see the key table in ARCHITECTURE.md). ``get_mapped_key`` raises o
 table does not know, so a file of the wrong kind fails loudly instead of loading half-way.
 Keys that are dropped on purpose are listed here, each with its reason:
 
-- EVA ``blocks.{i}`` for ``i >= depth``: BLIP-2 builds 39 of EVA-CLIP-g's 40 blocks (it reads
-  the penultimate layer), so the 40th block of ``eva_vit_g.pth`` is never used;
+- EVA ``blocks.{depth}`` (exactly one block, ``EVA_LEFTOVER_BLOCKS``): BLIP-2 builds 39 of
+  EVA-CLIP-g's 40 blocks (it reads the penultimate layer), so the 40th block of the released
+  ``eva_vit_g.pth`` is never used. A block beyond that one is not the released file: it raises;
 - BLIP-2: the T5 side (``t5_proj.*``, ``t5_model.*``) and the Q-Former's text parts
   (``Qformer.cls.*``, word/position embeddings, each layer's text FFN ``intermediate`` /
   ``output``), which Video-LLaMA deletes before loading;
@@ -40,15 +41,17 @@ class ConversionError(ValueError):
 
 
 # -- key tables ------------------------------------------------------------------------
-# EVA ViT-g (LAVIS ``eva_vit.py``), after ``fuse_eva_qv_bias`` has made ``attn.qkv.bias``.
+# EVA ViT-g (LAVIS ``eva_vit.py``): the same names, ``attn.q_bias`` / ``attn.v_bias`` included.
 EVA_TO_OURS: dict[str, str] = {
     "cls_token": "vision_encoder.cls_token",
     "pos_embed": "vision_encoder.pos_embed",
     "patch_embed.proj.weight": "vision_encoder.patch_embed.weight",
     "patch_embed.proj.bias": "vision_encoder.patch_embed.bias",
     **{f"blocks.{{}}.{name}.{p}": f"vision_encoder.blocks.{{}}.{name}.{p}"
-       for name in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+       for name in ("norm1", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
        for p in ("weight", "bias")},
+    **{f"blocks.{{}}.attn.{name}": f"vision_encoder.blocks.{{}}.attn.{name}"
+       for name in ("qkv.weight", "q_bias", "v_bias")},
 }
 
 # One BERT layer of the LAVIS Q-Former (query path) -> one layer of ours (model/qformer.py).
@@ -164,6 +167,13 @@ VIDEOLLAMA_IGNORED_TEMPLATES = {
 VIDEOLLAMA_LOGIT_SCALE = "audio_encoder." + IMAGEBIND_LOGIT_SCALE
 
 
+# Blocks of the released eva_vit_g.pth beyond the depth BLIP-2 builds: its 40th (EVA-CLIP-g's last).
+EVA_LEFTOVER_BLOCKS = 1
+# Our model folders written before ``q_bias`` / ``v_bias`` were parameters of their own held one
+# fused bias, [q_bias, k_bias, v_bias]; ``unfuse_qkv_bias`` reads them.
+LEGACY_FUSED_QKV_BIAS = "vision_encoder.blocks.{}.attn.qkv.bias"
+
+
 # -- key mapping -----------------------------------------------------------------------
 _LAYER_NUMBER = re.compile(r"(?<=\.)\d+(?=\.|$)")
 
@@ -203,17 +213,24 @@ def _map_all(sd: Mapping[str, torch.Tensor], table: Mapping[str, str], source: s
 
 
 # -- tensor surgery --------------------------------------------------------------------
-def fuse_eva_qv_bias(q_bias: torch.Tensor, v_bias: torch.Tensor) -> torch.Tensor:
-    """EVA's separate biases -> one fused qkv bias.
+def unfuse_qkv_bias(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """A model folder file with fused ``attn.qkv.bias`` (3W,) -> ``attn.q_bias`` and ``attn.v_bias`` (W,).
 
-    Layout: EVA computes ``linear(x, qkv.weight, cat(q_bias, zeros, v_bias))`` where
-    ``qkv.weight`` is (3W, W) with rows [q; k; v]. The key bias is fixed at zero, so the fused
-    bias (3W,) is ``[q_bias (W), 0 (W), v_bias (W)]``.
+    Other keys pass unchanged. The middle third, a key bias, is dropped: EVA has none, and it
+    cannot change attention (it adds ``q . b`` to every score of a query, which softmax
+    ignores), so folders whose training let it move load to the same outputs.
     """
-    if q_bias.shape != v_bias.shape or q_bias.ndim != 1:
-        raise ConversionError(f"EVA q_bias {tuple(q_bias.shape)} and v_bias {tuple(v_bias.shape)} "
-                              "must be vectors of one length")
-    return torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
+    out: StateDict = {}
+    for key, tensor in state.items():
+        if key_template(key)[0] != LEGACY_FUSED_QKV_BIAS:
+            out[key] = tensor
+            continue
+        if tensor.ndim != 1 or tensor.numel() % 3:
+            raise ConversionError(f"{key} has shape {tuple(tensor.shape)}; a fused qkv bias is (3 * width,)")
+        q_bias, _, v_bias = tensor.chunk(3)  # [q; k; v] rows of qkv.weight
+        prefix = key[: -len("qkv.bias")]
+        out[prefix + "q_bias"], out[prefix + "v_bias"] = q_bias.clone(), v_bias.clone()
+    return out
 
 
 def check_logit_scale(value: torch.Tensor, expected_scale: float, key: str) -> None:
@@ -226,17 +243,28 @@ def check_logit_scale(value: torch.Tensor, expected_scale: float, key: str) -> N
 
 # -- one converter per source file ------------------------------------------------------
 def convert_eva(sd: Mapping[str, torch.Tensor], depth: int) -> StateDict:
-    """``eva_vit_g.pth`` (flat) -> ``vision_encoder.*``; blocks ``>= depth`` are dropped."""
+    """``eva_vit_g.pth`` (flat) -> ``vision_encoder.*``.
+
+    Block ``depth`` (the released file's 40th, which BLIP-2 does not build) is dropped; a key
+    of any block after it raises, naming the first such key: that file is not the one the
+    preset expects (another EVA, or a preset whose ``vision.depth`` is wrong).
+    """
     kept: StateDict = {}
+    beyond: list[tuple[int, str]] = []
     for key, tensor in sd.items():
         _, numbers = key_template(key)
-        if key.startswith("blocks.") and numbers and int(numbers[0]) >= depth:
-            continue  # BLIP-2 reads block depth-1's output; later blocks are unused
-        kept[key] = tensor
-    for i in range(depth):
-        q, v = f"blocks.{i}.attn.q_bias", f"blocks.{i}.attn.v_bias"
-        if q in kept and v in kept:
-            kept[f"blocks.{i}.attn.qkv.bias"] = fuse_eva_qv_bias(kept.pop(q), kept.pop(v))
+        block = int(numbers[0]) if key.startswith("blocks.") and numbers else -1
+        if block >= depth + EVA_LEFTOVER_BLOCKS:
+            beyond.append((block, key))
+        elif block < depth:
+            kept[key] = tensor
+        # else: the documented leftover block; BLIP-2 reads block depth-1's output
+    if beyond:
+        last = max(b for b, _ in beyond)
+        raise ConversionError(
+            f"EVA ViT checkpoint: unexpected key {min(beyond)[1]!r}: the file has blocks up to {last}, but the "
+            f"model builds {depth} (0-{depth - 1}) and the released eva_vit_g.pth has only one more (block "
+            f"{depth}, unused); is this the right file, and does the preset's vision.depth match it?")
     return _map_all(kept, EVA_TO_OURS, "EVA ViT checkpoint")
 
 

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("model.commands.download", "fetch the released checkpoints (needs internet)"),
     "train": ("train.cli", "train a model (recipes: toy-world, toy-world --quick, ...)"),
     "serve": ("serve.main", "OpenAI-compatible API server (--replicas N: Ray Serve replicas)"),
-    "eval": ("evaluation.toy_world", "score a model on an evaluation suite"),
+    "eval": ("evaluation.cli", "score models on a benchmark or the toy world; compare two runs"),
 }
 
 

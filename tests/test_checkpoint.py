@@ -118,6 +118,39 @@ def test_same_frozen_weights_are_shared_and_fingerprinted(tmp_path, tiny_llm_dir
     assert not torch.equal(a.video_proj.weight, b.video_proj.weight)
 
 
+def test_shared_encoders_are_frozen_and_a_changed_one_is_not_shared_again(tmp_path, tiny_llm_dir):
+    _, folder = _folder(tmp_path, tiny_llm_dir, seed=3)
+    a = ck.load_model(folder, precision="fp32", device="cpu")
+    a.train()  # training mode for the adapters; shared encoders stay frozen and in eval mode
+    b = ck.load_model(folder, precision="fp32", device="cpu")
+    assert a.vision_encoder is b.vision_encoder and a.audio_encoder is b.audio_encoder
+    for module in (b.vision_encoder, b.ln_vision, b.image_qformer, b.audio_encoder):
+        assert not module.training and not any(p.requires_grad for p in module.parameters())
+    original = b.vision_encoder.pos_embed.detach().clone()
+
+    with torch.no_grad():  # a user writes into one loaded model's encoder (as an optimizer step would)
+        b.vision_encoder.pos_embed.add_(1.0)
+    b.audio_encoder.requires_grad_(True)  # and unfreezes another
+    c = ck.load_model(folder, precision="fp32", device="cpu")
+    assert c.vision_encoder is not b.vision_encoder and c.audio_encoder is not b.audio_encoder
+    assert torch.equal(c.vision_encoder.pos_embed, original)  # the file's weights, not b's change
+    assert ck.load_model(folder, precision="fp32", device="cpu").vision_encoder is c.vision_encoder
+
+
+def test_a_load_for_training_gets_its_own_encoders_and_llm(tmp_path, tiny_llm_dir):
+    _, folder = _folder(tmp_path, tiny_llm_dir, seed=4)
+    served = ck.load_model(folder, precision="fp32", device="cpu")
+    trained = ck.load_model(folder, precision="fp32", device="cpu", for_training=True)
+    for name in ("vision_encoder", "ln_vision", "image_qformer", "audio_encoder", "llm"):
+        assert getattr(trained, name) is not getattr(served, name), name
+    torch.testing.assert_close(trained.vision_encoder.pos_embed, served.vision_encoder.pos_embed)
+    with torch.no_grad():
+        trained.vision_encoder.pos_embed.mul_(0)
+    again = ck.load_model(folder, precision="fp32", device="cpu")
+    assert again.vision_encoder is served.vision_encoder and again.llm is served.llm
+    assert not torch.equal(again.vision_encoder.pos_embed, trained.vision_encoder.pos_embed)
+
+
 def test_branches_subset_and_missing_files(tmp_path, tiny_llm_dir):
     _, folder = _folder(tmp_path, tiny_llm_dir)
     vision_only = ck.load_model(folder, precision="fp32", device="cpu", branches=["vision"])

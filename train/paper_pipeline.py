@@ -118,7 +118,8 @@ def run_paper_stage(recipe: Recipe, out: Path, init: Path, data_root: Path, resu
 
     spec = recipe.stages[0]
     acc = make_accelerator(spec.train)
-    model = load_model(init, precision=stages.backprop_llm_precision(acc.device, llm_precision), device=acc.device)
+    model = load_model(init, precision=stages.backprop_llm_precision(acc.device, llm_precision), device=acc.device,
+                       for_training=True)  # encoders and LLM of its own: training must not change a shared copy
     stages.prepare_backprop_llm(model.llm, acc.device)
     sources = load_sources(spec, Path(data_root))
     branch = spec.branches[0]

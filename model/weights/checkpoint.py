@@ -9,7 +9,9 @@ typed ``CheckpointError`` that says what is wrong and what to do.
 component file once (``load_state_dict(strict=True, assign=True)``), so weights are read
 from disk once and never initialised randomly first. Frozen encoders and LLMs already
 loaded in this process are shared between model folders with the same weights, so two
-checkpoints can be compared without paying twice for the big parts.
+checkpoints can be compared without paying twice for the big parts. Shared modules are frozen
+and in eval mode, and one changed by its user is not shared again; ``load_model(...,
+for_training=True)`` gives a model encoders and an LLM of its own.
 """
 
 from __future__ import annotations
@@ -229,6 +231,7 @@ def save_model_folder(model: VideoLlama, out_dir: str | Path, dtype: torch.dtype
 # (fingerprint, device, dtype) -> module, and (llm source, precision, device) -> (llm, tokenizer).
 # Weak values: a shared module lives as long as some loaded model still uses it.
 _ENCODER_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_SHARED_VERSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # shared module -> its tensors' versions
 _LLM_CACHE: dict[tuple, tuple[weakref.ref, object]] = {}
 
 
@@ -252,21 +255,42 @@ def _load_component(modules: dict[str, nn.Module], path: Path, device: torch.dev
 
 
 def _frozen_modules(cfg: VideoLlamaConfig, branch: str, path: Path, device: torch.device,
-                    dtype: torch.dtype) -> tuple[dict[str, nn.Module], str]:
-    """The frozen encoder modules of ``branch``: from the cache when the same weights are loaded."""
+                    dtype: torch.dtype, own: bool = False) -> tuple[dict[str, nn.Module], str]:
+    """The frozen encoder modules of ``branch``: from the cache when the same weights are loaded.
+
+    Shared modules are frozen and in eval mode. A cached module that was changed since (a
+    parameter unfrozen or written in place, as an optimizer step does: its version counter
+    moved) is not handed out again; a fresh copy is read and cached instead. ``own``: read a
+    copy that is not shared (a load for training).
+    """
     fingerprint = file_fingerprint(path)
     names = COMPONENT_FILES[BRANCH_FILES[branch][0]]
     keys = [(fingerprint, name, str(device), dtype) for name in names]
-    cached = [_ENCODER_CACHE.get(k) for k in keys]
-    if all(m is not None for m in cached):
+    cached = [None if own else _ENCODER_CACHE.get(k) for k in keys]
+    if all(m is not None and _untouched(m) for m in cached):
         return dict(zip(names, cached, strict=True)), fingerprint
     with torch.device("meta"):
         built = build_vision_branch(cfg) if branch == "vision" else build_audio_branch(cfg)
     modules = {name: built[name] for name in names}
     _load_component(modules, path, device, dtype)
-    for key, name in zip(keys, names, strict=True):
-        _ENCODER_CACHE[key] = modules[name]
+    for module in modules.values():
+        module.requires_grad_(False).eval()
+    if not own:
+        for key, name in zip(keys, names, strict=True):
+            _ENCODER_CACHE[key] = modules[name]
+            _SHARED_VERSIONS[modules[name]] = _versions(modules[name])
     return modules, fingerprint
+
+
+def _versions(module: nn.Module) -> tuple[int, ...]:
+    """In-place writes to a tensor (optimizer steps, ``copy_`` under no_grad) bump its ``_version``."""
+    return tuple(t._version for t in (*module.parameters(), *module.buffers()))
+
+
+def _untouched(module: nn.Module) -> bool:
+    """Still as loaded: every parameter frozen and no tensor written in place since."""
+    return (not any(p.requires_grad for p in module.parameters())
+            and _SHARED_VERSIONS.get(module) == _versions(module))
 
 
 def _adapter_modules(cfg: VideoLlamaConfig, branch: str, path: Path, device: torch.device) -> dict[str, nn.Module]:
@@ -277,12 +301,15 @@ def _adapter_modules(cfg: VideoLlamaConfig, branch: str, path: Path, device: tor
     return modules
 
 
-def _shared_llm(cfg: VideoLlamaConfig, folder: Path, precision: str, device: torch.device):
-    """``load_llm`` once per (weights, precision, device) while some model still holds it."""
+def _shared_llm(cfg: VideoLlamaConfig, folder: Path, precision: str, device: torch.device, own: bool = False):
+    """``load_llm`` once per (weights, precision, device) while some model still holds it;
+    ``own``: a copy of its own, neither taken from nor put in the cache (a load for training)."""
     if cfg.llm.hf_path:
         source = str((folder / cfg.llm.hf_path).resolve())
     else:
         source = f"{cfg.llm.gguf_package}:{cfg.llm.gguf_file}"
+    if own:
+        return load_llm(cfg.llm, root=folder, precision=precision, device=device)
     key = (source, resolve_precision(precision, device), str(device))
     if key in _LLM_CACHE:
         ref, tokenizer = _LLM_CACHE[key]
@@ -294,7 +321,7 @@ def _shared_llm(cfg: VideoLlamaConfig, folder: Path, precision: str, device: tor
 
 
 def load_model(folder: str | Path, precision: str = "auto", device: str | torch.device | None = None,
-               branches: tuple[str, ...] | list[str] | None = None) -> VideoLlama:
+               branches: tuple[str, ...] | list[str] | None = None, for_training: bool = False) -> VideoLlama:
     """Load a model folder written by ``launch.py convert`` or by training.
 
     Args:
@@ -302,6 +329,9 @@ def load_model(folder: str | Path, precision: str = "auto", device: str | torch.
         precision: LLM precision, one of ``model.llm.PRECISIONS`` (``"auto"``: NF4 on CUDA, fp32 on CPU).
         device: default from ``pick_device()``; encoders use fp16 on CUDA, fp32 on CPU.
         branches: subset of ``("vision", "audio")``; default: those enabled in the config.
+        for_training: give this model its own frozen encoders and LLM. Otherwise they are shared
+            with other models loaded from the same weights (serving, comparing checkpoints):
+            frozen, in eval mode, and never handed out again once changed.
     """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -327,10 +357,10 @@ def load_model(folder: str | Path, precision: str = "auto", device: str | torch.
     for branch in branches:
         encoder_file, adapter_file = (folder / f"{stem}.safetensors" for stem in BRANCH_FILES[branch])
         frozen, fingerprints[branch] = _frozen_modules(cfg, branch, encoder_file, device,
-                                                       pick_dtype(device, "encoder"))
+                                                       pick_dtype(device, "encoder"), own=for_training)
         parts.update(frozen)
         parts.update(_adapter_modules(cfg, branch, adapter_file, device))
-    llm, tokenizer = _shared_llm(cfg, folder, precision, device)
+    llm, tokenizer = _shared_llm(cfg, folder, precision, device, own=for_training)
     model = VideoLlama(**parts, llm=llm)
     model.config, model.tokenizer, model.fingerprints = cfg, tokenizer, fingerprints
     if cfg.llm_adapter:  # injected into the shared LLM under a name of its own, used on media prompts

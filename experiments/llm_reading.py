@@ -100,14 +100,8 @@ class TextSlots:
         for slot, prefix in self.prefix.items():
             text = [self.embed(torch.tensor(texts[ex.clip][slot])).float() for ex in batch]  # (n, D) each
             rows = [torch.cat([prefix, t]) for t in text]  # (P+n, D)
-            out[slot] = _Rows(rows)
+            out[slot] = rows  # assemble takes per-example rows of different lengths
         return out
-
-
-class _Rows(list):
-    """Per-example token rows of different lengths; ``assemble`` reads one row per example."""
-
-    dtype = torch.float32
 
 
 @torch.no_grad()

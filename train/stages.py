@@ -99,7 +99,8 @@ def assemble(embed: nn.Module, examples: list[Example], media: dict[str, torch.T
         labels.append(torch.cat(labs))
     L = max(r.shape[0] for r in rows)
     D = rows[0].shape[1]
-    dtype = next(iter(media.values())).dtype if media else rows[0].dtype
+    # media values: (B, Q, D) tensors, or per-example lists of (Q_i, D) rows of different lengths
+    dtype = next(iter(media.values()))[0].dtype if media else rows[0].dtype
     out = torch.zeros(len(rows), L, D, dtype=dtype, device=dev)
     mask = torch.zeros(len(rows), L, dtype=torch.long, device=dev)
     lab = torch.full((len(rows), L), IGNORE, dtype=torch.long, device=dev)

@@ -192,15 +192,8 @@ def oracle_text_answerer(model_dir: Path, contexts: dict[str, dict],
     """
     import torch
 
-    from model.chat.prompts import (
-        IMAGE_SLOT,
-        get_template,
-        join_question,
-        media_message,
-        media_system,
-        render,
-        stop_strings,
-    )
+    from model.chat.builder import Dialogue, build_prompt
+    from model.chat.prompts import IMAGE_SLOT, get_template, media_message, stop_strings
     from model.config import VideoLlamaConfig
     from model.llm import load_llm
 
@@ -214,10 +207,9 @@ def oracle_text_answerer(model_dir: Path, contexts: dict[str, dict],
         message, slots = media_message("video", with_audio=True)
         for slot in slots:  # the slots in order, each replaced by its text
             message = message.replace(IMAGE_SLOT, contexts[path][slot], 1)
-        user, assistant = template.roles
-        prompt = render(template, media_system(template, "video"), [(user, join_question(message, question)),
-                                                                    (assistant, None)], tok)
-        ids = tok(prompt, add_special_tokens=template.style != "tokenizer", return_tensors="pt").input_ids
+        prompt = build_prompt(template, Dialogue(turns=[(question, None)], media_kind="video",
+                                                 media_message=message), tok)
+        ids = torch.tensor([[i for part in prompt.parts(tok) for i in part.ids]])  # (1, L): no slots left
         out = llm.generate(ids.to(llm.device), max_new_tokens=max_new_tokens, do_sample=False)
         text = tok.decode(out[0, ids.shape[1]:])
         for stop in stops:

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 
+from model.chat.builder import Part
 from model.chat.cache import pieces_after
 from model.chat.conversation import Attachment, Conversation, Turn, prompt_keys, prompt_pieces, render_prompt
 from model.chat.prompts import (
@@ -16,10 +17,8 @@ from model.chat.prompts import (
     LLAMA_2_SYSTEM,
     TOKENIZER,
     VICUNA_V0,
-    answer_suffix,
     get_template,
     media_message,
-    render,
     stop_strings,
     stop_token_ids,
 )
@@ -77,10 +76,10 @@ def test_llama2_multi_turn_image():
 
 
 def test_llama2_text_only_uses_default_system_and_strips_leading_bos_text():
-    prompt = render(LLAMA_2, LLAMA_2.system, [("USER", "Hi"), ("ASSISTANT", None)])
+    prompt = LLAMA_2.render(LLAMA_2.system, [("USER", "Hi"), ("ASSISTANT", None)])
     assert prompt == f"[INST] <<SYS>>\n{LLAMA_2_SYSTEM}\n<</SYS>>\n\nHi [/INST]"
     with pytest.raises(ValueError, match="first message"):
-        render(LLAMA_2, "", [("ASSISTANT", "x")])
+        LLAMA_2.render("", [("ASSISTANT", "x")])
 
 
 def test_dropped_turns_keep_the_media_with_the_first_kept_question():
@@ -95,7 +94,7 @@ def test_tokenizer_template_puts_media_in_the_user_message():
     prompt, _ = render_prompt(conv, TOKENIZER, tok, 0)
     assert prompt == "<s>user: <Video><ImageHere></Video> " + FRAMES_MSG + " Q1\nassistant: A1\nuser: Q2\nassistant:"
     with pytest.raises(ValueError, match="chat template"):
-        render(TOKENIZER, "", [("user", "x")], tokenizer=None)
+        TOKENIZER.render("", [("user", "x")], tokenizer=None)
 
 
 def test_audio_only_and_unknown_kind():
@@ -117,22 +116,20 @@ def test_stops_come_from_template_and_tokenizer():
         eos_token_id = [5, 7]
 
     assert stop_token_ids(tok, GenCfg()) == {tok.eos_token_id, 5, 7}
-    assert answer_suffix(VICUNA_V0) == "###" and answer_suffix(LLAMA_2) == " </s>"
-    assert answer_suffix(TOKENIZER, tok) == "</s>"
+    assert VICUNA_V0.answer_suffix() == "###" and LLAMA_2.answer_suffix() == " </s>"
+    assert TOKENIZER.answer_suffix(tok) == "</s>"
 
 
-def test_pieces_split_on_slots_with_bos_only_first():
-    tok = tiny_tokenizer()
+def test_pieces_put_media_in_the_slots_with_keys_per_position():
     media = {"audio": torch.randn(1, 3, 4), "video": torch.randn(1, 5, 4)}
-    pieces = prompt_pieces("ab<ImageHere>c<ImageHere>de", ["audio", "video"], media, 9, tok, add_bos=True)
+    parts = [Part(ids=[1, 5, 6]), Part(slot="audio"), Part(ids=[7]), Part(slot="video"), Part(ids=[8, 9])]
+    pieces = prompt_pieces(parts, media, 9)
     kinds = ["text" if p.ids is not None else "media" for p in pieces]
     assert kinds == ["text", "media", "text", "media", "text"]
-    assert pieces[0].ids == tok("ab")["input_ids"] and pieces[0].ids[0] == tok.bos_token_id
-    assert pieces[2].ids == tok("c", add_special_tokens=False)["input_ids"]
-    assert torch.equal(pieces[3].embeds, media["video"])
+    assert pieces[0].ids == [1, 5, 6] and torch.equal(pieces[3].embeds, media["video"])
     keys = prompt_keys(pieces)
-    assert len(keys) == 3 + 3 + 1 + 5 + 2 and keys[3] == (9, "audio", 0)
+    assert len(keys) == 3 + 3 + 1 + 5 + 2 and keys[3] == (9, "audio", 0) and keys[:3] == [1, 5, 6]
     tail = pieces_after(pieces, 5)  # inside the audio block
     assert tail[0].embeds.shape[1] == 1 and sum(len(p) for p in tail) == len(keys) - 5
-    with pytest.raises(ValueError, match="slots"):
-        prompt_pieces("no slot", ["video"], media, 9, tok, add_bos=True)
+    with pytest.raises(ValueError, match="no video tokens"):
+        prompt_pieces(parts, {"audio": media["audio"]}, 9)

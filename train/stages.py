@@ -20,14 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.chat.prompts import (
-    get_template,
-    join_question,
-    media_message,
-    media_system,
-    render,
-    split_slots,
-)
+from model.chat.builder import Dialogue, build_prompt
+from model.chat.prompts import get_template, media_message
 
 IGNORE = -100  # label of positions that carry no loss
 
@@ -255,49 +249,28 @@ def chat_example(tokenizer, template_name: str, question: str, answer: str,
 
 def conversation_example(tokenizer, template_name: str, turns: list[tuple[str, str]], kind: str = "video",
                          with_audio: bool = True, frame_message: str = "",
-                         slot_names: dict[str, str] | None = None) -> tuple[list, list[bool]]:
-    """Pieces of an instruction example, every prompt built exactly as the chat engine builds it.
+                         slot_names: dict[str, str] | None = None,
+                         system: str | None = None) -> tuple[list, list[bool]]:
+    """Pieces of an instruction example, built by the chat engine's own prompt builder.
 
-    The media message goes before the first question. For each turn the prompt so far (with a
-    pending answer) is rendered with the model's template; its new text is split at the media
-    slots and tokenized as the engine does, and the answer plus the template's end-of-answer
-    text follow as a supervised piece. Only answers carry loss.
+    The media message goes before the first question; the conversation is rendered with the
+    model's template and tokenized by ``model.chat.builder`` exactly as the engine does, so
+    the prompt of turn k is token for token what the engine feeds before answering it. Only
+    the answers (with the template's end-of-answer text) carry loss; every question and
+    answer is tokenized as plain text.
 
     Args:
         slot_names: renames slots, e.g. {"video": "audio"} for the paper's audio-branch stages,
             which feed frames (through ImageBind's vision side) where the video tokens go.
+        system: replaces the system prompt (None: the template's default for ``kind``, as the engine).
     """
     template = get_template(template_name)
     message, slots = media_message(kind, with_audio=with_audio, frame_message=frame_message)
-    slots = [(slot_names or {}).get(s, s) for s in slots]
-    user, assistant = template.roles
-    system = media_system(template, kind)
-    add_bos = template.style != "tokenizer"  # chat templates carry their own start tokens
+    prompt = build_prompt(template, Dialogue(turns=list(turns), system=system, media_kind=kind,
+                                             media_message=message, slots=tuple(slots)), tokenizer)
     pieces: list = []
     supervised: list[bool] = []
-    messages: list[tuple[str, str | None]] = []
-    done = ""  # rendered text already turned into pieces
-    for k, (question, answer) in enumerate(turns):
-        messages.append((user, join_question(message, question) if k == 0 else question))
-        prompt = render(template, system, messages + [(assistant, None)], tokenizer)
-        if not prompt.startswith(done):
-            raise ValueError(f"template {template_name!r} does not render conversations prefix by prefix")
-        for i, segment in enumerate(split_slots(prompt[len(done):])):
-            ids = tokenizer(segment, add_special_tokens=add_bos and k == 0 and i == 0)["input_ids"]
-            if ids:
-                pieces.append(list(ids))
-                supervised.append(False)
-            if k == 0 and i < len(slots):
-                pieces.append(slots[i])
-                supervised.append(False)
-        messages.append((assistant, answer))
-        full = render(template, system, messages, tokenizer)
-        if not full.startswith(prompt):
-            raise ValueError(f"template {template_name!r} renders an answered turn differently from its prompt")
-        # The answer as the template writes it (" answer </s>", "answer###", "answer<|im_end|>");
-        # a chat template's newline after its end token is not the model's to say.
-        reply = full[len(prompt):].rstrip("\n") if template.style == "tokenizer" else full[len(prompt):]
-        pieces.append(list(tokenizer(reply, add_special_tokens=False)["input_ids"]))
-        supervised.append(True)
-        done = prompt + reply
+    for part in prompt.parts(tokenizer):
+        pieces.append(list(part.ids) if part.ids is not None else (slot_names or {}).get(part.slot, part.slot))
+        supervised.append(part.answer)
     return pieces, supervised

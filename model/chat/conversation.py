@@ -1,10 +1,10 @@
 """A conversation about one media file, and how it becomes the LLM's input.
 
-The conversation keeps plain data (media, question/answer turns) and renders it with a
-template from ``model/prompts.py`` exactly as the original ``Chat`` does: the media message
-is the first user message and the first question is appended to it with one space. The
-prompt string is split on ``<ImageHere>``, each text segment tokenized separately (BOS
-only on the first, as the original), and media embeddings go between segments.
+The conversation keeps plain data (media, question/answer turns, its system prompt) and
+becomes a ``Dialogue`` for the prompt builder (``model/chat/builder.py``, shared with
+training): the media message is the first user message and the first question is appended
+to it with one space, as the original ``Chat`` does. The builder's text parts become token
+pieces and its media slots the media embeddings.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.chat.builder import Dialogue, Part, build_prompt
 from model.chat.cache import KVState, Piece
-from model.chat.prompts import Template, join_question, media_message, media_system, render, split_slots
+from model.chat.prompts import Template, media_message
 from model.chat.trace import TurnTrace
 
 _ids = itertools.count(1)
@@ -76,45 +77,38 @@ class Conversation:
         self.media_tokens.clear()
 
 
+def dialogue(conv: Conversation, start: int = 0) -> Dialogue:
+    """Turns ``start:`` of the conversation (the last one may be pending), with its media and system prompt."""
+    message, slots = conv.media.message_and_slots if conv.media is not None else ("", [])
+    return Dialogue(turns=[(t.question, t.answer) for t in conv.turns[start:]], system=conv.system,
+                    media_kind=conv.media.kind if conv.media is not None else None,
+                    media_message=message, slots=tuple(slots))
+
+
 def render_prompt(conv: Conversation, template: Template, tokenizer: Any, start: int) -> tuple[str, list[str]]:
-    """The prompt text for turns ``start:`` (the last one pending) and the slot branches."""
-    user, assistant = template.roles
-    messages: list[tuple[str, str | None]] = []
-    slots: list[str] = []
-    media_msg = None
-    if conv.media is not None:
-        media_msg, slots = conv.media.message_and_slots
-    for i, turn in enumerate(conv.turns[start:]):
-        question = join_question(media_msg, turn.question) if i == 0 and media_msg is not None else turn.question
-        messages += [(user, question), (assistant, turn.answer)]
-    system = conv.system if conv.system is not None else media_system(template, conv.media.kind if conv.media else None)
-    return render(template, system, messages, tokenizer), slots
+    """The prompt string for turns ``start:`` and the slot branches (what people read; the
+    model gets ``build_prompt(...).parts``)."""
+    d = dialogue(conv, start)
+    return build_prompt(template, d, tokenizer).text, list(d.slots)
 
 
-def prompt_pieces(prompt: str, slots: list[str], media: dict[str, Any], attachment_id: int,
-                  tokenizer: Any, add_bos: bool) -> list[Piece]:
-    """Tokenize the text around the ``<ImageHere>`` slots and put media embeddings in them.
+def prompt_pieces(parts: list[Part], media: dict[str, Any], attachment_id: Any) -> list[Piece]:
+    """The built prompt's parts as cache pieces: text ids, and media embeddings in the slots.
 
     Args:
-        prompt: rendered prompt text.
-        slots: branch ("video"/"audio") of each slot, in order.
+        parts: ``build_prompt(...).parts(tokenizer)``.
         media: branch -> embeddings (1, n, D).
         attachment_id: makes media keys unique to the attached file.
-        tokenizer: the LLM's tokenizer.
-        add_bos: whether the first segment gets the tokenizer's special tokens (BOS);
-            chat-template prompts carry their own.
     """
-    segments = split_slots(prompt)
-    if len(segments) != len(slots) + 1:
-        raise ValueError(f"prompt has {len(segments) - 1} media slots but the media fills {len(slots)}")
     pieces = []
-    for i, segment in enumerate(segments):
-        ids = tokenizer(segment, add_special_tokens=add_bos and i == 0)["input_ids"]
-        pieces.append(Piece(list(ids), ids=list(ids)))
-        if i < len(slots):
-            embeds = media[slots[i]]  # (1, n, D)
-            keys = [(attachment_id, slots[i], j) for j in range(embeds.shape[1])]
-            pieces.append(Piece(keys, embeds=embeds))
+    for part in parts:
+        if part.ids is not None:
+            pieces.append(Piece(list(part.ids), ids=list(part.ids)))
+            continue
+        if part.slot not in media:
+            raise ValueError(f"the prompt has a {part.slot} slot but the media has no {part.slot} tokens")
+        embeds = media[part.slot]  # (1, n, D)
+        pieces.append(Piece([(attachment_id, part.slot, j) for j in range(embeds.shape[1])], embeds=embeds))
     return [p for p in pieces if len(p)]
 
 

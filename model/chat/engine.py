@@ -267,7 +267,7 @@ class ChatEngine:
             raise BadRequest(f"the question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
         model = self.models[conv.model]
         budget = model.config.llm.max_context - _media_token_count(model, conv.media) - 1
-        n = len(model.tokenizer(question, add_special_tokens=False)["input_ids"])
+        n = len(model.tokenizer(question, add_special_tokens=False, split_special_tokens=True)["input_ids"])
         if n > budget:
             raise BadRequest(f"the question is {n} tokens but only {budget} fit in the model's context "
                              f"of {model.config.llm.max_context} tokens with the media; shorten it")

@@ -9,7 +9,12 @@ Three templates:
   left to the tokenizer's BOS.
 - ``tokenizer``: the tokenizer's own chat template (the bundled SmolLM2 model).
 
-Media is written into the user message as ``<ImageHere>`` slots; the engine splits the
+Every rule of a template lives on ``Template`` (how it renders, whether the tokenizer adds
+a start token, where an answer ends, which plain-text markers user text may not spell);
+``model/chat/builder.py`` is the one place that turns a conversation into token ids with them,
+for training and for the chat engine alike.
+
+Media is written into the user message as ``<ImageHere>`` slots; the builder splits the
 rendered prompt on the slot string (it is never tokenized) and splices media embeddings in
 between, as the original does. The message strings below are the original demo's, byte for
 byte, including the runs of spaces of the audio+video message (they come from a
@@ -51,9 +56,12 @@ AUDIO_MESSAGE = (
 )
 
 
+Message = tuple[str, str | None]  # (role, text); text None: the pending answer
+
+
 @dataclass(frozen=True)
 class Template:
-    """How a conversation becomes one prompt string. Plain data; see ``render``."""
+    """How a conversation becomes one prompt string, and every rule that goes with it."""
 
     name: str
     style: str  # "single" (Vicuna v0), "llama_2" or "tokenizer"
@@ -62,12 +70,56 @@ class Template:
     sep: str = ""
     sep2: str = ""
     stop_strings: tuple[str, ...] = ()  # text that ends an answer (besides the tokenizer's eos)
+    # Turn markers written as plain text (not special tokens): user text spelling one would
+    # tokenize exactly like a real turn boundary, so ``escape`` breaks it with a space.
+    markers: tuple[str, ...] = ()
+    slot: str = IMAGE_SLOT  # how a media slot renders in the prompt string (never tokenized)
+
+    @property
+    def add_start_token(self) -> bool:
+        """Whether the prompt's first text gets the tokenizer's start token (BOS): the original's
+        templates rely on it; a chat template writes its own, if any."""
+        return self.style != "tokenizer"
+
+    def render(self, system: str, messages: list[Message], tokenizer: Any = None) -> str:
+        """Render ``messages`` ((role, text) with roles from ``roles``; a final ``(assistant, None)``
+        asks for an answer) into the prompt string the original builds."""
+        if self.style == "single":
+            return _render_single(self, system, messages)
+        if self.style == "llama_2":
+            return _render_llama_2(self, system, messages)
+        if self.style == "tokenizer":
+            return _render_chat_template(self, system, messages, tokenizer)
+        raise ValueError(f"template {self.name!r} has unknown style {self.style!r}")
+
+    def answer_suffix(self, tokenizer: Any = None) -> str:
+        """Text that ends an answer in a rendered conversation."""
+        if self.style == "single":
+            return self.sep
+        if self.style == "llama_2":
+            return f" {self.sep2}"
+        return tokenizer.eos_token if tokenizer is not None else ""
+
+    def answer_end(self, rendered: str) -> str:
+        """Of the text rendered after a prompt when its answer is filled in, the part the model
+        writes (and training supervises): all of it, except that a chat template's newline
+        after its end token is not the model's to say."""
+        return rendered.rstrip("\n") if self.style == "tokenizer" else rendered
+
+    def escape(self, text: str) -> str:
+        """User text with every plain-text turn marker broken by a space (``###`` -> ``# ##``),
+        so that it can never spell a turn boundary; text without markers is unchanged."""
+        for marker in self.markers:
+            while marker in text:  # "####" -> "# ###" -> "# # ##"
+                text = text.replace(marker, marker[0] + " " + marker[1:])
+        return text
 
 
 VICUNA_V0 = Template(name="vicuna", style="single", system="", roles=("Human", "Assistant"),
-                     sep="###", stop_strings=("###",))
+                     sep="###", stop_strings=("###",), markers=("###",))
 LLAMA_2 = Template(name="llama2", style="llama_2", system=LLAMA_2_SYSTEM, roles=("USER", "ASSISTANT"),
-                   sep="<s>", sep2="</s>", stop_strings=("</s>",))
+                   sep="<s>", sep2="</s>", stop_strings=("</s>",),
+                   markers=("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>"))
 TOKENIZER = Template(name="tokenizer", style="tokenizer", system="", roles=("user", "assistant"))
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (VICUNA_V0, LLAMA_2, TOKENIZER)}
@@ -114,27 +166,15 @@ def join_question(media_msg: str, question: str) -> str:
     return " ".join([media_msg, question])
 
 
-# -- rendering -------------------------------------------------------------------------------
-def render(template: Template, system: str, messages: list[tuple[str, str | None]], tokenizer: Any = None) -> str:
-    """Render ``messages`` ((role, text) with roles from ``template.roles``; a final
-    ``(assistant, None)`` asks for an answer) into the prompt string the original builds."""
-    if template.style == "single":
-        return _render_single(template, system, messages)
-    if template.style == "llama_2":
-        return _render_llama_2(template, system, messages)
-    if template.style == "tokenizer":
-        return _render_chat_template(template, system, messages, tokenizer)
-    raise ValueError(f"template {template.name!r} has unknown style {template.style!r}")
-
-
-def _render_single(template: Template, system: str, messages: list[tuple[str, str | None]]) -> str:
+# -- rendering (one function per style) ----------------------------------------------------
+def _render_single(template: Template, system: str, messages: list[Message]) -> str:
     out = system + template.sep
     for role, text in messages:
         out += f"{role}: {text}{template.sep}" if text else f"{role}:"
     return out
 
 
-def _render_llama_2(template: Template, system: str, messages: list[tuple[str, str | None]]) -> str:
+def _render_llama_2(template: Template, system: str, messages: list[Message]) -> str:
     out = ""
     for i, (role, text) in enumerate(messages):
         if i == 0 and role != template.roles[0]:
@@ -151,30 +191,16 @@ def _render_llama_2(template: Template, system: str, messages: list[tuple[str, s
     return out.lstrip(template.sep)
 
 
-def _render_chat_template(template: Template, system: str, messages: list[tuple[str, str | None]],
-                          tokenizer: Any) -> str:
+def _render_chat_template(template: Template, system: str, messages: list[Message], tokenizer: Any) -> str:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise ValueError("template 'tokenizer' needs a tokenizer with a chat template; "
                          "set config.llm.template to 'llama2' or 'vicuna' for this model")
     role_names = {template.roles[0]: "user", template.roles[1]: "assistant"}
     chat = [{"role": "system", "content": system}] if system else []
-    chat += [{"role": role_names[role], "content": text} for role, text in messages if text]
+    # An empty answer keeps its (empty) message, so the next turn still extends the rendered text.
+    chat += [{"role": role_names[role], "content": text} for role, text in messages if text is not None]
     pending = bool(messages) and messages[-1][1] is None
     return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=pending)
-
-
-def answer_suffix(template: Template, tokenizer: Any = None) -> str:
-    """Text that ends an answer in a rendered conversation (what training appends)."""
-    if template.style == "single":
-        return template.sep
-    if template.style == "llama_2":
-        return f" {template.sep2}"
-    return tokenizer.eos_token if tokenizer is not None else ""
-
-
-def split_slots(prompt: str) -> list[str]:
-    """Text segments around the ``<ImageHere>`` slots (len = slots + 1)."""
-    return prompt.split(IMAGE_SLOT)
 
 
 def stop_strings(template: Template, tokenizer: Any = None) -> list[str]:

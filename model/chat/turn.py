@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from model.chat.builder import build_prompt
 from model.chat.cache import FeatureCache, KVState, Piece, pieces_after
-from model.chat.conversation import Attachment, Conversation, prompt_keys, prompt_pieces, render_prompt
+from model.chat.conversation import Attachment, Conversation, dialogue, prompt_keys, prompt_pieces
 from model.chat.errors import BadRequest
 from model.chat.generate import GenerationSettings, TextStream, beam_tokens, stream_tokens
 from model.chat.prefix import PrefixStore
@@ -126,12 +127,11 @@ def plan_prompt(conv: Conversation, model: Any, media: dict[str, torch.Tensor], 
     prompt + ``max_new_tokens`` fits ``config.llm.max_context``; returns (pieces, max_new)."""
     template = get_template(model.config.llm.template)
     budget = min(model.config.llm.max_context, model.config.llm.max_positions)
-    add_bos = template.style != "tokenizer"  # a chat template writes its own BOS, if any
     attachment_id = media_key(conv.media) if conv.media else 0
     start = conv.first_turn
     while True:
-        prompt, slots = render_prompt(conv, template, model.tokenizer, start)
-        pieces = prompt_pieces(prompt, slots, media, attachment_id, model.tokenizer, add_bos)
+        prompt = build_prompt(template, dialogue(conv, start), model.tokenizer)
+        pieces = prompt_pieces(prompt.parts(model.tokenizer), media, attachment_id)
         length = sum(len(p) for p in pieces)
         if length + settings.max_new_tokens <= budget or start >= len(conv.turns) - 1:
             break
@@ -150,7 +150,7 @@ def plan_prompt(conv: Conversation, model: Any, media: dict[str, torch.Tensor], 
                              "ask a shorter question")
         max_new = budget - length
         trace.notes.append(f"answer limited to {max_new} tokens to fit the context")
-    trace.prompt = prompt
+    trace.prompt = prompt.text
     trace.tokens.prompt = length
     trace.tokens.media = sum(len(p) for p in pieces if p.ids is None)
     trace.tokens.turns_in_prompt = len(conv.turns) - conv.first_turn

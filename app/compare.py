@@ -14,12 +14,17 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from app.handlers import MODE_AV, MODE_VISION, error_text, make_settings
+from app.handlers import MODE_AV, MODE_VISION, error_text, make_settings, state_closer
 from app.votes import TALLY_HEADERS, VOTES, VoteLog
+from evaluation.ranking import RANK_HEADERS, rank, rank_rows
+from evaluation.summary import tables_for
+
+EVAL_RUNS = Path(__file__).resolve().parent.parent / "runs" / "eval"  # where `launch.py eval` writes by default
 
 _DONE = object()  # a worker's end-of-stream marker
 
@@ -170,10 +175,21 @@ def _on_vote(log: VoteLog, choice: str, session):
     return note, log.tally(), download
 
 
+def ranking_rows(log: VoteLog) -> list[list]:
+    """The votes as a Bradley-Terry ranking with 95% intervals (math: evaluation/ranking.py)."""
+    return rank_rows(rank(log.records()))
+
+
+def eval_tables(engine, runs_root: Path = EVAL_RUNS) -> str:
+    text = tables_for(list(engine.model_names), runs_root)
+    return text or (f"No evaluation run in `{runs_root}` names a loaded model yet: "
+                    "`python launch.py eval --suite NAME --data DIR --model DIR` writes one.")
+
+
 def build_tab(engine, log: VoteLog, controls, concurrency: int) -> None:
     """Lay out the Compare tab and wire its events (answer boxes: one per model, max)."""
     names = list(engine.model_names)
-    state = gr.State(None, time_to_live=2 * 3600, delete_callback=functools.partial(close_compare, engine))
+    state = gr.State(None, time_to_live=2 * 3600, delete_callback=state_closer(close_compare, engine))
     gr.Markdown("The same file and question go to every model you pick; the answers stream side by side. "
                 "Votes compare the two leftmost answers and are saved with their inputs."
                 + ("" if len(names) > 1 else "\n\n**Only one model is loaded.** Start the app with two or "
@@ -199,6 +215,8 @@ def build_tab(engine, log: VoteLog, controls, concurrency: int) -> None:
                 buttons = {choice: gr.Button(label, size="sm") for choice, label in VOTES.items()}
             vote_note = gr.Markdown("", elem_id="cmp-vote-note")
             tally = gr.Dataframe(log.tally(), headers=TALLY_HEADERS, interactive=False, label="Votes so far")
+            ranking = gr.Dataframe(ranking_rows(log), headers=RANK_HEADERS, interactive=False,
+                                   label="Ranking from the votes (Bradley-Terry, Elo scale; ties count half)")
             download = gr.DownloadButton("Download votes (JSONL)", value=str(log.path) if log.path.exists()
                                          else None, size="sm")
     inputs = [state, models, media, question, mode, *controls.generation(), controls.num_frames]
@@ -210,4 +228,7 @@ def build_tab(engine, log: VoteLog, controls, concurrency: int) -> None:
                queue=False, api_visibility="undocumented")
     for choice, button in buttons.items():
         button.click(functools.partial(_on_vote, log, choice), [state], [vote_note, tally, download],
-                     api_name=f"vote_{choice}", concurrency_id="votes")
+                     api_name=f"vote_{choice}", concurrency_id="votes"
+                     ).then(functools.partial(ranking_rows, log), None, ranking, api_visibility="undocumented")
+    with gr.Accordion("Benchmark results of the loaded models", open=False):
+        gr.Markdown(eval_tables(engine), elem_id="cmp-eval-tables")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,19 @@ def close_session(engine, session: ChatSession | None) -> None:
     """Free a finished tab's conversation (Gradio calls this when the tab's state expires)."""
     if session is not None and session.conv is not None:
         engine.clear(session.conv)
+
+
+def state_closer(close: Callable[[Any, Any], None], engine) -> Callable[[Any], None]:
+    """A ``gr.State`` delete callback calling ``close(engine, value)``, as a plain function.
+
+    Gradio puts the callback into the page config, which it deep-copies on every ``/config``
+    request. A ``functools.partial`` is copied with its arguments, so each request copied the
+    engine and every model weight (3 s and a model's worth of memory per page load); a
+    function is copied by reference.
+    """
+    def delete(value: Any) -> None:
+        close(engine, value)
+    return delete
 
 
 # -- media ---------------------------------------------------------------------------

@@ -232,7 +232,7 @@ def _wire_chat(engine, state: gr.State, m: dict, c: dict, controls: Controls, co
 def _api_endpoint(engine, concurrency: int) -> None:
     """The scriptable `chat` endpoint, on hidden components with its own per-client state."""
     state = gr.State(None, time_to_live=SESSION_TTL_S,
-                     delete_callback=functools.partial(handlers.close_session, engine))
+                     delete_callback=handlers.state_closer(handlers.close_session, engine))
     with gr.Row(visible=False):
         media = gr.File(label="media")
         question = gr.Textbox(label="question")
@@ -255,7 +255,7 @@ def build_demo(engine, *, votes_path: str | Path = "runs/votes.jsonl", max_frame
                     "and hears the audio. Upload a file or pick an example below.")
         controls = _controls(max_frames)
         chat_state = gr.State(None, time_to_live=SESSION_TTL_S,
-                              delete_callback=functools.partial(handlers.close_session, engine))
+                              delete_callback=handlers.state_closer(handlers.close_session, engine))
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 with gr.Row():

@@ -9,6 +9,7 @@ be kept, and only the rest is run through the LLM.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -20,15 +21,22 @@ from transformers import DynamicCache
 
 
 class LRUCache:
-    """A thread-safe dict that keeps at most ``max_items`` entries, evicting the least recently used."""
+    """A thread-safe dict bounded by entry count and, optionally, by bytes; least recently used goes first.
 
-    def __init__(self, max_items: int):
-        if max_items < 0:
-            raise ValueError(f"cache size must be 0 or more, got {max_items}")
+    ``max_bytes`` counts the tensors and arrays an entry holds (``nbytes``): entries differ
+    by orders of magnitude (a still image vs. a long video's frames), so a count alone does
+    not bound memory. An entry larger than the whole budget is not kept at all.
+    """
+
+    def __init__(self, max_items: int, max_bytes: int | None = None):
+        if max_items < 0 or (max_bytes is not None and max_bytes < 0):
+            raise ValueError(f"cache size must be 0 or more, got {max_items} items, {max_bytes} bytes")
         self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.bytes = 0  # what the kept entries hold
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> Any | None:
@@ -36,20 +44,27 @@ class LRUCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 self.hits += 1
-                return self._items[key]
+                return self._items[key][0]
             self.misses += 1
             return None
 
     def put(self, key: Hashable, value: Any) -> None:
+        size = nbytes(value) if self.max_bytes is not None else 0
         with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            if key in self._items:
+                self.bytes -= self._items.pop(key)[1]
+            if self.max_bytes is not None and size > self.max_bytes:
+                return
+            self._items[key] = (value, size)
+            self.bytes += size
+            while len(self._items) > self.max_items or (self.max_bytes is not None and self.bytes > self.max_bytes):
+                self.bytes -= self._items.popitem(last=False)[1][1]
 
     def pop(self, key: Hashable) -> Any | None:
         with self._lock:
-            return self._items.pop(key, None)
+            value, size = self._items.pop(key, (None, 0))
+            self.bytes -= size
+            return value
 
     def oldest(self) -> Hashable | None:
         """The least recently used key (None when empty)."""
@@ -65,12 +80,38 @@ class LRUCache:
             return key in self._items
 
 
+def nbytes(value: Any, _seen: set | None = None) -> int:
+    """Bytes of the tensors and arrays inside ``value`` (dataclasses, dicts, lists, tuples walked;
+    a buffer shared by two fields is counted once)."""
+    seen = set() if _seen is None else _seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        if value.device.type == "meta":
+            return 0
+        storage = value.untyped_storage()
+        if ("storage", storage.data_ptr()) in seen:  # a view of a buffer already counted
+            return 0
+        seen.add(("storage", storage.data_ptr()))
+        return storage.nbytes()
+    if hasattr(value, "__array_interface__") and hasattr(value, "nbytes"):  # numpy
+        return int(value.nbytes)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(nbytes(getattr(value, f.name), seen) for f in dataclasses.fields(value))
+    if isinstance(value, dict):
+        return sum(nbytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v, seen) for v in value)
+    return 0
+
+
 class FeatureCache(LRUCache):
     """Frozen encoder outputs, keyed by (content hash, load options, branch, encoder fingerprint),
     with a count of the encoder calls that filled it (the tests and benches read it)."""
 
-    def __init__(self, max_items: int):
-        super().__init__(max_items)
+    def __init__(self, max_items: int, max_bytes: int | None = None):
+        super().__init__(max_items, max_bytes)
         self.encoder_calls: collections.Counter = collections.Counter()
 
     def count_encoder_call(self, branch: str) -> None:

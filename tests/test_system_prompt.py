@@ -15,6 +15,7 @@ from model.chat.conversation import Attachment, Conversation, Turn, render_promp
 from model.chat.engine import BadRequest, ChatEngine, GenerationSettings
 from model.chat.prompts import IMAGE_SYSTEM, LLAMA_2, VICUNA_V0
 from tests.app_helpers import CLIP, IMAGE, tiny_engine
+from tests.test_chat_cli import TINY  # the tiny preset's arguments (random weights, short greedy answers)
 from tests.tiny import tiny_model
 
 GREEDY = GenerationSettings(max_new_tokens=4, do_sample=False)
@@ -82,8 +83,7 @@ def test_engine_refuses_bad_system_prompts(engine, bad, words):
 
 def test_chat_command_system_flag(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("hello\n/trace\n/quit\n"))
-    argv = ["chat", "--image", str(IMAGE), "--system", "Answer in French.", "--preset", "tiny",
-            "--max-new-tokens", "4", "--greedy"]
+    argv = ["chat", "--image", str(IMAGE), "--system", "Answer in French.", *TINY]
     assert launch.main(argv) == 0
     assert "<<SYS>>\\nAnswer in French.\\n<</SYS>>" in capsys.readouterr().err  # /trace shows the prompt
 
@@ -92,8 +92,7 @@ def test_batch_line_system_prompt(tmp_path, capsys):
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"image": str(IMAGE), "question": "Colour?", "system": 5}) + "\n")
     out = tmp_path / "a.jsonl"
-    assert launch.main(["batch", "--input", str(questions), "--output", str(out), "--preset", "tiny",
-                        "--max-new-tokens", "4", "--greedy"]) == 1
+    assert launch.main(["batch", "--input", str(questions), "--output", str(out), *TINY]) == 1
     assert "system prompt must be text" in json.loads(out.read_text())["error"]
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +48,14 @@ class Backend:
 def build_app(backend: Backend) -> FastAPI:
     app = FastAPI(title="Video-LLaMA", description="OpenAI-compatible chat completions about videos, "
                                                     "images and sounds")
+
+    served_by = f"{socket.gethostname()}:{os.getpid()}"
+
+    @app.middleware("http")
+    async def _served_by(request: Request, call_next):  # which process answered (Ray replicas differ)
+        response = await call_next(request)
+        response.headers["x-served-by"] = served_by
+        return response
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:

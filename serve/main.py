@@ -73,11 +73,11 @@ def main(args: argparse.Namespace) -> int:
     if uses_ray(args):
         from serve.ray_app import run_replicas
 
-        return run_replicas(args, folders, media_policy(args))
-    return run_single(args, folders, media_policy(args))
+        return run_replicas(args, media_policy(args))
+    return run_single(args, media_policy(args))
 
 
-def run_single(args: argparse.Namespace, folders: list[Path], policy: MediaPolicy) -> int:
+def run_single(args: argparse.Namespace, policy: MediaPolicy) -> int:
     import uvicorn
 
     backend = Backend(policy=policy, max_body_bytes=int(args.max_body_mb * 2**20))
@@ -86,7 +86,7 @@ def run_single(args: argparse.Namespace, folders: list[Path], policy: MediaPolic
 
     def load() -> None:
         try:
-            backend.engine = build_engine(args, folders)
+            backend.engine = build_engine(args)
             log.info("models loaded: %s; serving http://%s:%d/v1", ", ".join(backend.engine.model_names),
                      args.host, args.port)
         except (FileNotFoundError, ValueError) as err:  # checkpoint errors say what to run

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import threading
-from pathlib import Path
 
 from ray import serve
 
@@ -33,8 +32,8 @@ APP_NAME = "videollama"
 class VideoLlamaReplica:
     """One engine replica (Ray calls ``__serve_build_asgi_app__`` after ``__init__``)."""
 
-    def __init__(self, args: argparse.Namespace, folders: list[Path], policy: MediaPolicy):
-        self.backend = Backend(engine=build_engine(args, folders), policy=policy,
+    def __init__(self, args: argparse.Namespace, policy: MediaPolicy):
+        self.backend = Backend(engine=build_engine(args), policy=policy,
                                max_body_bytes=int(args.max_body_mb * 2**20))
 
     def __serve_build_asgi_app__(self):
@@ -68,7 +67,7 @@ def deployment_options(args: argparse.Namespace, gpus: float) -> dict:
     return options
 
 
-def start(args: argparse.Namespace, folders: list[Path], policy: MediaPolicy) -> None:
+def start(args: argparse.Namespace, policy: MediaPolicy) -> None:
     """Connect to (or start) Ray, start Serve's proxy on --host/--port and deploy the replicas."""
     import ray
 
@@ -82,7 +81,7 @@ def start(args: argparse.Namespace, folders: list[Path], policy: MediaPolicy) ->
                  include_dashboard=False)
     gpus = ray.cluster_resources().get("GPU", 0)
     serve.start(http_options={"host": args.host, "port": args.port})
-    app = VideoLlamaReplica.options(**deployment_options(args, gpus)).bind(args, folders, policy)
+    app = VideoLlamaReplica.options(**deployment_options(args, gpus)).bind(args, policy)
     serve.run(app, name=APP_NAME, route_prefix="/")
     log.info("serving http://%s:%d/v1 through Ray Serve", args.host, args.port)
 
@@ -97,13 +96,13 @@ def stop(args: argparse.Namespace) -> None:
     ray.shutdown()
 
 
-def run_replicas(args: argparse.Namespace, folders: list[Path], policy: MediaPolicy) -> int:
+def run_replicas(args: argparse.Namespace, policy: MediaPolicy) -> int:
     """Deploy, then wait for Ctrl-C or SIGTERM and take everything down again."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     try:
-        start(args, folders, policy)
+        start(args, policy)
         done.wait()
     except ValueError as err:
         print(f"error: {err}")

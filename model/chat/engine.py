@@ -30,21 +30,17 @@ from typing import Any
 
 from model.chat.cache import FeatureCache, LRUCache
 from model.chat.conversation import Attachment, Conversation, Turn
-from model.chat.errors import BadRequest, ChatError, EngineBusy
+from model.chat.errors import BadRequest, ChatError, EngineBusy, WrongMediaKind
 from model.chat.generate import GenerationSettings
 from model.chat.prefix import PrefixStore
 from model.chat.prompts import IMAGE_SLOT
 from model.chat.trace import TurnTrace
 from model.chat.turn import run_turn
-from model.media import NO_SOUND_NOTE, LoadOptions, load_media
+from model.media import NO_SOUND_NOTE, LoadOptions, MediaError, check_path, load_media
 
 __all__ = ["BadRequest", "ChatEngine", "ChatError", "Conversation", "EngineBusy", "GenerationSettings", "TurnTrace"]
 
 MAX_QUESTION_CHARS = 20_000  # refuse pasted novels before tokenizing them
-# Byte budgets of the media caches: an entry is a few MB (8 frames) to ~100 MB (32 frames at
-# 224 px with float and uint8 copies), so the entry count alone does not bound memory.
-MEDIA_CACHE_BYTES = 256 << 20
-FEATURE_CACHE_BYTES = 128 << 20
 KV_CONVERSATIONS = 8  # conversations whose KV cache is kept (each can be ~1 GB on a 7B model)
 PREFIX_CACHES = 16  # KV caches of stateless requests kept for their follow-ups (same size caveat)
 
@@ -92,8 +88,8 @@ class ChatEngine:
         self.models = dict(models)
         self.model_names = list(self.models)
         self.media_options = media_options or LoadOptions()
-        self.features = FeatureCache(media_cache_items, FEATURE_CACHE_BYTES)  # frozen encoder outputs
-        self.loaded = LRUCache(media_cache_items, MEDIA_CACHE_BYTES)  # decoded media files
+        self.features = FeatureCache(media_cache_items)  # frozen encoder outputs
+        self.loaded = LRUCache(media_cache_items)  # decoded media files
         self._kv_owners = LRUCache(KV_CONVERSATIONS)  # conversation id -> conversation holding a KV cache
         self.prefixes = PrefixStore(prefix_cache_items)  # KV caches of finished stateless requests
         self.cancelled_requests = 0  # requests stopped before their answer ended (cancel, disconnect)
@@ -132,8 +128,10 @@ class ChatEngine:
         """
         model = self.models[conv.model]
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise BadRequest(f"media file not found: {path!r}; check the path")
+        try:
+            check_path(path)  # says what the path is: missing, a folder, a named pipe, unreadable
+        except MediaError as err:
+            raise BadRequest(f"media {err}") from None
         if kind not in (None, "video", "image", "audio"):
             raise BadRequest(f"unknown media kind {kind!r}; use 'video', 'image' or 'audio'")
         num_frames = self.media_options.num_frames if num_frames is None else num_frames
@@ -170,7 +168,7 @@ class ChatEngine:
                     use_audio: bool) -> Attachment:
         # Asking for "audio" on a video means: listen to its sound only.
         if kind != media.kind and not (kind == "audio" and media.kind == "video"):
-            raise BadRequest(f"{path!r} is a {media.kind} file, not {kind!r}; attach it as kind={media.kind!r}")
+            raise WrongMediaKind(path, media.kind, kind)
         notes = list(media.notes)
         has_audio = media.has_audio and media.audio is not None
         if kind == "audio" and not model.config.use_audio:

@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from model.chat.engine import ChatEngine, ChatError
+    from model.chat.errors import WrongMediaKind
     from model.media import MediaError
 
     try:
@@ -71,10 +72,16 @@ def main(args: argparse.Namespace) -> int:
                 _answer(engine, conv, engine.ask(conv, question, settings), args.trace)
             return 0
         return _interactive(engine, conv, settings, args.trace)
+    except WrongMediaKind as err:  # the engine's wording is the Python API's (kind=...): say the flag
+        return fail(f"{err.path} is {_a(err.found)} file, not {_a(err.asked)}; give it with --{err.found}")
     except (ChatError, MediaError, ValueError) as err:
         return fail(str(err))
     finally:
         engine.close()
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _media_arg(args: argparse.Namespace) -> tuple[str | None, str | None]:

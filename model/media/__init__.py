@@ -9,9 +9,9 @@ route to it from ``loader.py``.
 
 from model.media.common import MAX_FRAMES, LoadOptions
 from model.media.errors import CorruptMedia, DecodeTimeout, MediaError, MediaTooLarge, UnsupportedMedia
-from model.media.loader import NO_SOUND_NOTE, MediaInput, content_sha256, frame_message, load_media
+from model.media.loader import NO_SOUND_NOTE, MediaInput, check_path, content_sha256, frame_message, load_media
 
 __all__ = [
     "MAX_FRAMES", "NO_SOUND_NOTE", "CorruptMedia", "DecodeTimeout", "LoadOptions", "MediaError", "MediaInput",
-    "MediaTooLarge", "UnsupportedMedia", "content_sha256", "frame_message", "load_media",
+    "MediaTooLarge", "UnsupportedMedia", "check_path", "content_sha256", "frame_message", "load_media",
 ]

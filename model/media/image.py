@@ -6,6 +6,7 @@ image, only its first frame is used.
 
 from __future__ import annotations
 
+import struct
 import warnings
 
 import numpy as np
@@ -16,14 +17,41 @@ from model.media.errors import CorruptMedia, MediaTooLarge
 
 
 def probe_image(path: str) -> tuple[str, int, int, int] | None:
-    """(format, width, height, frame count) if Pillow recognises the file, else None."""
+    """(format, width, height, frame count) if Pillow recognises the file, else None.
+
+    An image over Pillow's own size guard (about 179 M pixels: ``DecompressionBombError``) is
+    still an image: its size is read from its header, so the loader refuses it by its pixel
+    limit, saying so, instead of handing it to the video path.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 return img.format or "", img.width, img.height, int(getattr(img, "n_frames", 1))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        return _probe_huge_image(path)
+    except (UnidentifiedImageError, OSError, ValueError):
         return None
+
+
+def _probe_huge_image(path: str) -> tuple[str, int, int, int] | None:
+    """(format, width, height, 1) of an image ``Image.open`` refuses for its size: the same
+    format plugins read the header (``Image.OPEN``, what ``Image.open`` tries), without the
+    size guard that follows. Nothing is decoded."""
+    Image.init()
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            if accept is not None and accept(prefix) is not True:
+                continue
+            fp.seek(0)
+            try:
+                img = factory(fp, path)
+            except (SyntaxError, OSError, ValueError, IndexError, TypeError, struct.error):
+                continue
+            return fmt, img.width, img.height, 1
+    return None
 
 
 def load_image(path: str, options: LoadOptions) -> np.ndarray:

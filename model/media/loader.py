@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -79,14 +80,37 @@ def load_media(path: str | os.PathLike, options: LoadOptions | None = None) -> M
     return result
 
 
+# What a path is when it is not a regular file (``stat`` mode test, then words for the user).
+_NOT_FILES = ((stat.S_ISDIR, "a folder, not a file; give one of the video, image or audio files in it"),
+              (stat.S_ISFIFO, "a named pipe (FIFO), not a file; save what it streams to a file and give that"),
+              (stat.S_ISSOCK, "a socket, not a file; give a video, image or audio file"),
+              (stat.S_ISCHR, "a character device, not a file; give a video, image or audio file"),
+              (stat.S_ISBLK, "a block device, not a file; give a video, image or audio file"))
+
+
+def check_path(path: str | os.PathLike) -> None:
+    """Raise a ``MediaError`` saying what ``path`` is unless it is a readable regular file.
+
+    Only ``stat`` is used: opening a named pipe to look at it would wait for a writer.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MediaError(f"file not found: {os.fspath(path)}; check the path") from None
+    except OSError as err:
+        raise MediaError(f"{os.fspath(path)} cannot be read ({err.strerror}); check the path") from None
+    for is_kind, words in _NOT_FILES:
+        if is_kind(mode):
+            raise UnsupportedMedia(f"{os.fspath(path)} is {words}")
+    if not stat.S_ISREG(mode):
+        raise UnsupportedMedia(f"{os.fspath(path)} is not a regular file; give a video, image or audio file")
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"{os.fspath(path)} cannot be read (permission denied); make it readable")
+
+
 def _check_file(path: str, options: LoadOptions) -> None:
+    check_path(path)
     p = Path(path)
-    if not p.exists():
-        raise MediaError(f"file not found: {path}; check the path")
-    if not p.is_file():
-        raise UnsupportedMedia(f"{path} is not a file (a folder?); give a video, image or audio file")
-    if not os.access(p, os.R_OK):
-        raise MediaError(f"{path} cannot be read (permission denied); make it readable")
     size = p.stat().st_size
     if size == 0:
         raise CorruptMedia(f"{p.name} is empty (0 bytes); the upload or copy may have failed: try again")
@@ -313,6 +337,11 @@ def _attach_audio(result: MediaInput, clips: AudioClips) -> None:
 
 
 def _image_input(path: str, probe: tuple, options: LoadOptions) -> MediaInput:
+    width, height = probe[1], probe[2]
+    if width * height > options.max_pixels:  # before Pillow decodes (or refuses) it
+        raise MediaTooLarge(f"{Path(path).name} is an image of {width}x{height} pixels, too large: the limit is "
+                            f"{options.max_pixels:,} pixels (max_pixels); scale it down, or raise "
+                            "LoadOptions.max_pixels")
     frames_uint8 = load_image(path, options)
     notes = ["only the first frame of this animated image is used"] if probe[3] > 1 else []
     return MediaInput(kind="image", path=path, sha256="", frames=normalise(frames_uint8), frames_uint8=frames_uint8,

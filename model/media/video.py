@@ -201,6 +201,10 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
     results += [helper.result() for helper in helpers]
     images = [image for part_images, _, _ in results for image in part_images]
     pts = [p for _, part_pts, _ in results for p in part_pts]
+    short = sum(1 for target, p in zip(targets, pts, strict=True) if p < target - tolerance)
+    if short:  # the decoder ran out before these targets: past the end of a truncated or damaged file
+        notes.append(f"{short} of the {len(targets)} sampled frames lie past the last frame that could be "
+                     "decoded (the file is truncated or damaged); they repeat that frame")
     times = [round(float((p - start) * tb), 3) for p in pts]
     actual = [max(0, int(round(t * fps))) for t in times]
     return SampledFrames(frames_uint8=np.stack(images), indices=actual, timestamps=times, notes=notes,

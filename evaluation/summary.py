@@ -148,3 +148,23 @@ def write_summary(output: Path, records: list[AnswerRecord], models: list[str] |
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (output / "summary.md").write_text(markdown(summary), encoding="utf-8")
     return summary
+
+
+def tables_for(models: list[str], runs_root: Path) -> str:
+    """Markdown of every saved run under ``runs_root`` (``*/summary.json``) restricted to ``models``
+    (by name), one section per run; "" when no run has any of them (what the app's Compare tab shows)."""
+    parts = []
+    for path in sorted(Path(runs_root).glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        kept = [m for m in summary.get("models", []) if m in models]
+        if not kept:
+            continue
+        metrics = {name: {m: cells for m, cells in per.items() if m in kept}
+                   for name, per in summary.get("metrics", {}).items() if name in METRICS}
+        counts = {m: c for m, c in summary.get("counts", {}).items() if m in kept}
+        parts.append(f"#### run `{path.parent.name}`\n\n"
+                     + markdown({"models": kept, "metrics": metrics, "counts": counts}))
+    return "\n".join(parts)

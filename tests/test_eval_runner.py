@@ -161,3 +161,24 @@ def test_summary_intervals_and_compare_lists_disagreements(models, clips, tmp_pa
     assert counts["both_answered"] == 4
     assert counts["agree"] + counts["left_only_right"] + counts["right_only_right"] + counts["not_comparable"] == 4
     assert len(rows) == counts["left_only_right"] + counts["right_only_right"]
+
+
+def test_compare_tab_ranks_the_votes_and_shows_the_loaded_models_eval_tables(models, clips, tmp_path):
+    from types import SimpleNamespace
+
+    from app.compare import eval_tables, ranking_rows
+    from app.votes import VoteLog
+    from evaluation.summary import write_summary
+
+    log = VoteLog(tmp_path / "votes.jsonl")
+    for vote in ("left", "left", "right", "tie"):
+        log.append(vote, models=["tiny-left", "tiny-right"], answers=["a", "b"], question="q?", media_path=None)
+    rows = ranking_rows(log)
+    assert [r[0] for r in rows] == ["tiny-left", "tiny-right"] and [r[3] for r in rows] == [4, 4]
+    assert (rows[0][4], rows[0][5], rows[0][6]) == (2, 1, 1)
+    run = tmp_path / "eval" / "toy"
+    _run(models, _questions(clips)[:2], run)
+    write_summary(run, read_answers(run / ANSWERS), list(models))
+    text = eval_tables(SimpleNamespace(model_names=["tiny-right"]), tmp_path / "eval")
+    assert "#### run `toy`" in text and "| tiny-right |" in text and "tiny-left" not in text
+    assert "No evaluation run" in eval_tables(SimpleNamespace(model_names=["other"]), tmp_path / "eval")

@@ -21,7 +21,7 @@ import hashlib
 import json
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,22 +165,25 @@ def adapter_id(folder: str | Path) -> str:
     return "adapter_" + h.hexdigest()[:16]
 
 
-def load_adapter(llm: nn.Module, folder: str | Path) -> str:
+def load_adapter(llm: nn.Module, folder: str | Path,
+                 read_weights: Callable[[Path], dict[str, torch.Tensor]] | None = None) -> str:
     """Inject the adapter saved in ``folder`` into ``llm`` (once per content) and return its name.
+
+    ``read_weights`` reads the safetensors file (``model.weights.checkpoint.load_safetensors`` gives
+    typed errors; passed in because the checkpoint module imports this one).
 
     Every tensor must fit a LoRA matrix of the injected adapter and every LoRA matrix must be
     given: a partial or foreign file is an ``AdapterError``, not a silently half-loaded adapter.
     """
     from peft import inject_adapter_in_model, set_peft_model_state_dict
-
-    from model.weights.checkpoint import load_safetensors
+    from safetensors.torch import load_file
 
     folder = Path(folder)
     settings = read_settings(folder)
     name = adapter_id(folder)
     if name in adapter_names(llm):
         return name
-    state = load_safetensors(folder / WEIGHTS_FILE)
+    state = (read_weights or load_file)(folder / WEIGHTS_FILE)
     stray = [k for k in state if not k.startswith(PEFT_PREFIX)]
     if stray:
         raise AdapterError(f"{folder / WEIGHTS_FILE} has keys outside peft's layout ({stray[:3]}); "

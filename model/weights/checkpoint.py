@@ -364,6 +364,6 @@ def load_model(folder: str | Path, precision: str = "auto", device: str | torch.
     model = VideoLlama(**parts, llm=llm)
     model.config, model.tokenizer, model.fingerprints = cfg, tokenizer, fingerprints
     if cfg.llm_adapter:  # injected into the shared LLM under a name of its own, used on media prompts
-        model.llm_adapter = lora.load_adapter(llm, folder / cfg.llm_adapter)
+        model.llm_adapter = lora.load_adapter(llm, folder / cfg.llm_adapter, read_weights=load_safetensors)
     model.generation_defaults = load_generation_defaults(folder)
     return freeze_frozen_parts(model).eval()

@@ -1,6 +1,6 @@
 """Cost of scaling one decoded frame to 224x224 rgb24: the loader's scaler against the one it replaced.
 
-    python bench/frame_scale_bench.py [--repeats 5] [--frames 50]
+    python -m bench.frame_scale_bench [--repeats 5] [--frames 50]
 
 ``FrameScaler`` (libavfilter ``scale`` with bilinear flags: decord's bytes) against PyAV's
 ``VideoReformatter`` with bicubic interpolation (the loader's scaler before, which did not
@@ -15,20 +15,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import av
+import decord
+import numpy as np
+from av.video.reformatter import VideoReformatter
 
-import av  # noqa: E402
-import decord  # noqa: E402
-import numpy as np  # noqa: E402
-from av.video.reformatter import VideoReformatter  # noqa: E402
-
-from model.media.video import FrameScaler  # noqa: E402
+from model.media.video import FrameScaler
 
 SIZES = ("640x360", "1280x720", "1920x1080")
 

@@ -31,8 +31,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 GIB = 2**30
 MID_LLM = dict(hidden_size=2048, intermediate_size=5504, num_layers=8, num_heads=16, num_kv_heads=16)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +39,6 @@ from train.toy_pipeline import (
     prefix_groups,
 )
 from train.world.pool import render_pool
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def full_logits_loss(model, examples, feats):

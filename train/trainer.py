@@ -12,7 +12,15 @@ as if nothing had happened. What the loop adds: AdamW with weight decay only on 
 linear warm-up then cosine decay, gradient accumulation, mixed precision and multi-process
 gradient averaging through ``accelerate`` (CPU, one GPU, or ``accelerate launch`` /
 ``torchrun`` with no code change), a progress bar, a JSONL log, periodic checkpoints and a
-separate training-state file (optimizer, schedule, step, RNG).
+separate training-state file (optimizer, fp16 loss scaler, schedule, step, RNG).
+
+The state file is ours, not ``Accelerator.save_state``/``load_state``: the loop trains loose
+parameters (no prepared model for accelerate to save), and ``load_state`` reads registered
+objects with ``torch.load(weights_only=False)`` (a pickle that can run code), carries on
+silently when the RNG states cannot be restored, and clears torch's list of safe globals.
+One file read with ``weights_only=True`` keeps what accelerate's would: the fp16
+``GradScaler`` state (scale, growth tracker) is in it, so a resumed fp16 run continues with
+the scale it had instead of starting again at 65536.
 """
 
 from __future__ import annotations
@@ -132,14 +140,17 @@ def _as_tuple(x: Any) -> Any:
 
 
 def save_training_state(path: Path, step: int, optimizer, cfg: TrainConfig,
-                        params: list[tuple[str, nn.Parameter]]) -> None:
-    """Write trainable weights, optimizer, schedule, step and RNG to ``path`` atomically.
+                        params: list[tuple[str, nn.Parameter]], scaler=None) -> None:
+    """Write trainable weights, optimizer, loss scaler, schedule, step and RNG to ``path`` atomically.
 
     The trainable weights are small (adapters only) and kept here too, so that resuming
-    needs this one file whatever the model folder's layout.
+    needs this one file whatever the model folder's layout. ``scaler``: the accelerator's
+    fp16 ``GradScaler`` (None without fp16).
     """
     state = {"step": step, "optimizer": optimizer.state_dict(), "schedule": asdict(cfg),
              "rng": _rng_state(), "params": {n: p.detach().cpu() for n, p in params}}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -203,6 +214,8 @@ def run(
         state = load_training_state(state_path)
         _restore_params(params, state["params"], state_path)
         optimizer.load_state_dict(state["optimizer"])
+        if acc.scaler is not None and "scaler" in state:  # a file from before fp16 state was kept has none
+            acc.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         step = int(state["step"])
     start = step
@@ -280,7 +293,7 @@ def _checkpoint(acc, out_dir: Path, step: int, optimizer, cfg: TrainConfig,
     acc.wait_for_everyone()
     if acc.is_main_process:
         save_fn(out_dir / "model")
-        save_training_state(out_dir / STATE_FILE, step, optimizer, cfg, params)
+        save_training_state(out_dir / STATE_FILE, step, optimizer, cfg, params, acc.scaler)
     acc.wait_for_everyone()
 
 

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answers generated at once (each holds its own LLM state)")
     parser.add_argument("--queue-size", type=int, default=16, help="requests waiting beyond that are refused")
     parser.add_argument("--votes", default="runs/votes.jsonl", help="where Compare-tab votes are appended")
+    parser.add_argument("--api-url", default=None, metavar="URL",
+                        help="use a running API server (`launch.py serve`, e.g. http://127.0.0.1:8000) "
+                             "instead of loading models here")
 
 
 def precision_of(args: argparse.Namespace) -> str:
@@ -54,6 +57,8 @@ def load_models(folders: list[Path], precision: str, device: str | None) -> dict
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
+    if args.api_url:
+        return run_remote(args)
     folders = model_folders(args)
     for folder in folders if not args.random_weights else []:
         problem = missing_message(folder)
@@ -74,6 +79,22 @@ def main(args: argparse.Namespace) -> int:
     engine = ChatEngine(models, concurrency=args.concurrency, queue_size=args.queue_size)
     max_frames = min(m.config.max_frame_pos for m in models.values())
     demo = build_demo(engine, votes_path=args.votes, max_frames=max_frames, concurrency=args.concurrency)
+    serve(demo, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
+          queue_size=args.queue_size, votes_path=args.votes, block=True)
+    return 0
+
+
+def run_remote(args: argparse.Namespace) -> int:
+    """The page over a running API server: the models load and scale there, not here."""
+    from app.remote import RemoteEngine
+    from app.ui import build_demo, serve
+
+    try:
+        engine = RemoteEngine(args.api_url)
+    except ConnectionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    demo = build_demo(engine, votes_path=args.votes, max_frames=engine.max_frames, concurrency=args.concurrency)
     serve(demo, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
           queue_size=args.queue_size, votes_path=args.votes, block=True)
     return 0

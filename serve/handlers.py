@@ -133,8 +133,9 @@ def settings_for(defaults: GenerationSettings, request: ChatCompletionRequest) -
     limit = request.max_completion_tokens or request.max_tokens
     if limit is not None:
         changes["max_new_tokens"] = limit
-    if request.seed is not None:
-        changes["seed"] = request.seed
+    for name in ("seed", "top_k", "repetition_penalty", "num_beams"):
+        if getattr(request, name) is not None:
+            changes[name] = getattr(request, name)
     if request.stop is not None:
         changes["stop"] = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop)
     return dataclasses.replace(defaults, **changes)

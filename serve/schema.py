@@ -8,7 +8,8 @@ makes a misspelt parameter a 400 naming it, as OpenAI does, instead of being sil
 
 Project-specific request fields (documented in the README's "Serving" section):
 ``num_frames`` (frames sampled from a video), ``use_audio`` (give the model a video's sound
-track; default true) and ``videollama_trace`` (add the turn's trace to the response).
+track; default true), ``videollama_trace`` (add the turn's trace to the response) and, as
+vLLM spells them, ``top_k``, ``repetition_penalty`` and ``num_beams``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class ChatCompletionRequest(_Strict):
     num_frames: int | None = Field(None, ge=1)
     use_audio: bool = True
     videollama_trace: bool = False
+    top_k: int | None = Field(None, ge=0)  # as vLLM's extra sampling parameters
+    repetition_penalty: float | None = Field(None, gt=0)
+    num_beams: int | None = Field(None, ge=1, le=16)
 
 
 # -- response --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def _required_args(name):
         "chat": [], "batch": ["--input", "q.jsonl", "--output", "a.jsonl"], "media": ["clip.mp4"],
         "inspect": ["--preset", "tiny"], "download": ["video-llama-2-7b"],
         "convert": ["--preset", "tiny", "--vl", "a", "--eva", "b", "--blip2", "c", "--llm", "d", "--out", "e"],
-        "train": ["--recipe", "toy-world"], "eval": ["--suite", "toy-world"], "app": [],
+        "train": ["--recipe", "toy-world"], "eval": ["--suite", "toy-world"], "app": [], "serve": [],
     }[name]
 
 

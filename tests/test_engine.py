@@ -199,19 +199,24 @@ def test_closing_the_iterator_cancels(model):
 
 def test_concurrent_conversations_match_sequential_answers(model, media):
     questions = ["What is moving?", "Colours?", "How many?", "Is it loud?"]
+    # Sampled with a seed per conversation, so every conversation's answer is its own (a tiny
+    # random model answers greedily the same whatever the question): an answer delivered to
+    # the wrong conversation fails the comparison below.
+    settings = [GenerationSettings(max_new_tokens=24, do_sample=True, temperature=2.0, seed=i) for i in range(4)]
     expected = []
     solo = ChatEngine({"m": model})
-    for q in questions:
+    for q, s in zip(questions, settings, strict=True):
         conv = solo.new_conversation()
         solo.attach_media(conv, media / "av.mp4")
-        expected.append(_chat(solo, conv, q)[1])
+        expected.append(_chat(solo, conv, q, s)[1])
+    assert len(set(expected)) == len(expected), expected
     engine = ChatEngine({"m": model}, concurrency=3)
     convs = [engine.new_conversation() for _ in questions]
     results: dict[int, str] = {}
 
     def run(i):
         engine.attach_media(convs[i], media / "av.mp4")
-        results[i] = "".join(engine.ask(convs[i], questions[i], GREEDY))
+        results[i] = "".join(engine.ask(convs[i], questions[i], settings[i]))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(questions))]
     for t in threads:

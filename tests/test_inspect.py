@@ -100,3 +100,22 @@ def test_estimate_uses_config_only():
     report = estimate(cfg, precision="fp32", device="cpu")
     model = tiny.tiny_model(with_llm=True)
     assert report["total_params"] == sum(p.numel() for p in model.parameters())
+
+
+# Trainable parameters of the released adapter files, from the original's checkpoints (file size
+# = 12 bytes per fp32 parameter with AdamW's two moments; ../shared/reference/videollama.md):
+# counted independently of this code, so the estimate is checked against the original itself.
+RELEASED_TRAINABLE = {
+    ("video-llama-2-7b", "vision"): 22_104_064, ("video-llama-2-13b", "vision"): 22_891_520,
+    ("video-llama-2-7b", "audio"): 22_855_680, ("video-llama-2-13b", "audio"): 23_643_136,
+}
+BRANCH_ADAPTERS = {"vision": ("frame_position_embedding", "video_qformer", "video_proj"),
+                   "audio": ("audio_position_embedding", "audio_qformer", "audio_proj")}
+
+
+@pytest.mark.parametrize("preset,branch", sorted(RELEASED_TRAINABLE))
+def test_trainable_counts_equal_the_released_checkpoints(capsys, preset, branch):
+    comps = _run_json(capsys, "--preset", preset)["components"]
+    trainable = {name: c["params"] for name, c in comps.items() if c["trainable"]}
+    assert sum(trainable[name] for name in BRANCH_ADAPTERS[branch]) == RELEASED_TRAINABLE[(preset, branch)]
+    assert comps["llm"]["params"] == {"video-llama-2-7b": 6_738_415_616, "video-llama-2-13b": 13_015_864_320}[preset]

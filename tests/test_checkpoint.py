@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
@@ -181,8 +182,17 @@ def test_folder_with_wrong_keys_or_shapes_is_a_clear_error(tmp_path, tiny_llm_di
         ck.load_model(folder, precision="fp32", device="cpu")
 
 
+class _Response(io.BytesIO):
+    """What ``urllib.request.urlopen`` returns, for a whole file (tests/test_download.py serves real HTTP)."""
+
+    status = 200
+
+    def __init__(self, body: bytes):
+        super().__init__(body)
+        self.headers = {"Content-Length": str(len(body))}
+
+
 def test_download_fetches_release_files_with_network_faked(tmp_path, monkeypatch, capsys):
-    import io
     import urllib.request
 
     import huggingface_hub
@@ -195,9 +205,9 @@ def test_download_fetches_release_files_with_network_faked(tmp_path, monkeypatch
         calls.append((repo_id, sorted(allow_patterns)))
         return str(local_dir)
 
-    def fake_urlopen(url):
-        calls.append(url)
-        return io.BytesIO(b"weights of " + url.encode())
+    def fake_urlopen(request, timeout=None):
+        calls.append(request.full_url)
+        return _Response(b"weights of " + request.full_url.encode())
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
@@ -221,7 +231,6 @@ def test_download_fetches_release_files_with_network_faked(tmp_path, monkeypatch
 
 
 def test_download_of_pretrained_weights_prints_the_convert_line_of_its_architecture(tmp_path, monkeypatch, capsys):
-    import io
     import urllib.request
 
     import huggingface_hub
@@ -231,7 +240,7 @@ def test_download_of_pretrained_weights_prints_the_convert_line_of_its_architect
     repos = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download",
                         lambda repo_id, allow_patterns, local_dir: repos.append(repo_id) or str(local_dir))
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url: io.BytesIO(b"w"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout=None: _Response(b"w"))
     assert launch.main(["download", "video-llama-2-13b-pretrained", "--dir", str(tmp_path)]) == 0
     assert repos == ["DAMO-NLP-SG/Video-LLaMA-2-13B-Pretrained"]
     out = capsys.readouterr().out

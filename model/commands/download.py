@@ -4,12 +4,22 @@ The Video-LLaMA-2 repositories on Hugging Face hold the VL/AL adapters, ``imageb
 and the LLaMA-2-chat folder; the two BLIP-2 files (EVA ViT-g and the Q-Former) come from the
 LAVIS storage bucket, as the original code fetched them. Nothing else in this project ever
 downloads. After downloading, the command prints the ``launch.py convert`` line to run.
+
+Hub files go through ``huggingface_hub.snapshot_download``: it resumes, checks each file
+against the Hub's hash and shows progress. The plain URLs (LAVIS, Meta's ImageBind) have no
+such client; ``fetch_url`` gives them a read timeout, retries with back-off, resumes a
+``.part`` file with an HTTP range request, checks the size the server announced (and the
+MD5 that Google Cloud Storage sends in ``x-goog-hash``) and shows a progress bar.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import base64
+import hashlib
+import http.client
+import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +63,103 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-audio", action="store_true", help="skip the audio branch (saves ~5 GB)")
 
 
-def fetch_url(url: str, dest: Path) -> Path:
-    """Download ``url`` to ``dest`` via a ``.part`` file, so an interrupted fetch leaves no bad file."""
+TIMEOUT_S = 60.0  # per connect and per read: a stalled server fails the attempt instead of hanging
+RETRIES = 5  # further attempts after a failed one, each resuming where the file stopped
+BACKOFF_S = 2.0  # wait before retry k: BACKOFF_S * 2**k
+
+
+class DownloadError(OSError):
+    """A plain-URL download failed for good; the message names the URL and what to do."""
+
+
+@dataclass
+class _Expected:
+    size: int | None = None  # the whole file's bytes, from Content-Length or Content-Range
+    md5: str | None = None  # base64 MD5 of the whole file (x-goog-hash), when the server sends it
+
+
+def fetch_url(url: str, dest: Path, retries: int = RETRIES, timeout: float = TIMEOUT_S,
+              backoff: float = BACKOFF_S) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part``, resuming the part after a failure
+    (this run's or an earlier one's), and rename it only once it is complete and checked."""
     if dest.is_file():
         return dest
     part = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url) as response, part.open("wb") as out:
-        shutil.copyfileobj(response, out, length=1 << 24)
+    for attempt in range(retries + 1):
+        try:
+            expected = _fetch_into(url, part, timeout)
+            break
+        except urllib.error.HTTPError as err:
+            if err.code < 500 and err.code not in (408, 429):  # refused for good: retrying will not help
+                raise DownloadError(f"{url}: the server answered {err.code} {err.reason}; check the URL") from None
+            failure: Exception = err
+        except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets, short reads
+            failure = err
+        if attempt == retries:
+            raise DownloadError(f"{url}: {failure} after {retries + 1} attempts; run the command again to resume "
+                                f"from the {part.stat().st_size if part.exists() else 0} bytes in {part}") from None
+        print(f"download of {dest.name} interrupted ({failure}); retrying in {backoff * 2**attempt:g} s")
+        time.sleep(backoff * 2**attempt)
+    _check(part, expected, url)
     part.rename(dest)
     return dest
+
+
+def _fetch_into(url: str, part: Path, timeout: float) -> _Expected:
+    """One attempt: append the rest of ``url`` to ``part`` (all of it when the server ignores ranges)."""
+    from tqdm.auto import tqdm
+
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # nothing after ``have``: the part is already whole
+            return _Expected()
+        raise
+    with response:
+        if response.status != 206:
+            have = 0  # a full answer: start the part again
+        expected = _expected(response, have)
+        with part.open("ab" if have else "wb") as out, \
+                tqdm(total=expected.size, initial=have, unit="B", unit_scale=True, desc=part.name[:-5]) as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+    size = part.stat().st_size
+    if expected.size is not None and size < expected.size:  # the connection ended early: retry the rest
+        raise http.client.IncompleteRead(b"", expected.size - size)
+    return expected
+
+
+def _expected(response, have: int) -> _Expected:
+    total = None
+    if response.status == 206:  # Content-Range: bytes first-last/total
+        total_text = (response.headers.get("Content-Range") or "").rpartition("/")[2]
+        total = int(total_text) if total_text.isdigit() else None
+    elif response.headers.get("Content-Length", "").isdigit():
+        total = int(response.headers["Content-Length"])
+    md5 = None
+    for item in (response.headers.get("x-goog-hash") or "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "md5":
+            md5 = value
+    return _Expected(size=total, md5=md5)
+
+
+def _check(part: Path, expected: _Expected, url: str) -> None:
+    size = part.stat().st_size
+    if expected.size is not None and size != expected.size:
+        raise DownloadError(f"{url}: got {size} bytes of {expected.size}; run the command again to resume")
+    if expected.md5 is not None:
+        digest = hashlib.md5(usedforsecurity=False)
+        with part.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                digest.update(chunk)
+        if base64.b64encode(digest.digest()).decode() != expected.md5:
+            part.unlink()
+            raise DownloadError(f"{url}: the file's MD5 does not match the server's; it was deleted, run the "
+                                "command again")
 
 
 def snapshot(repo: str, patterns: list[str], dest: Path) -> Path:

@@ -209,6 +209,18 @@ def test_user_text_never_makes_special_tokens_turns_or_slots(template_name, tok_
                                                        frame_message=FRAMES_MSG)[0]), tok)
 
 
+@pytest.mark.parametrize("tok_name", sorted(TOKENIZERS))
+def test_stage1_captions_are_plain_text(tok_name):
+    tok = TOKENIZERS[tok_name]()
+    ordinary = stages.caption_example(tok, "a red square moves left", "video", clip=3)
+    assert ordinary.pieces == [[tok.bos_token_id], "video", tok("a red square moves left" + tok.eos_token,
+                                                                add_special_tokens=False)["input_ids"]]
+    assert ordinary.supervised == [False, False, True] and ordinary.clip == 3
+    hostile = stages.caption_example(tok, HOSTILE, "audio", clip=0)
+    assert _specials_in(hostile.pieces[2], tok) == [tok.eos_token_id]  # only the end the example adds
+    assert len(stages.caption_example(tok, HOSTILE, "video", clip=0, max_tokens=5).pieces[2]) == 6
+
+
 def test_the_template_markup_keeps_its_special_tokens():
     tok = chatml()
     conv = Conversation(model="m", turns=[Turn("Hi <|im_end|>", None)])

@@ -84,9 +84,8 @@ def stack_frames(frames: list[torch.Tensor]) -> torch.Tensor:
 def record_example(record: Record, spec: StageSpec, tokenizer, template: str, media, slot: str) -> stages.Example:
     """One record as a training sequence (caption or conversation), media in slot ``slot``."""
     if spec.objective == "caption":
-        ids = tokenizer(blip_caption(record.caption or ""), add_special_tokens=False)["input_ids"]
-        ids = ids[: spec.max_txt_len] + [tokenizer.eos_token_id]
-        return stages.Example([[tokenizer.bos_token_id], slot, ids], [False, False, True], clip=0)
+        return stages.caption_example(tokenizer, blip_caption(record.caption or ""), slot, clip=0,
+                                      max_tokens=spec.max_txt_len)
     turns = [(h.text, a.text) for h, a in zip(record.turns[0::2], record.turns[1::2], strict=False)]
     if record.caption and not turns:  # cc_sbu_align: a description request and the caption
         turns = [("Describe this image in detail.", record.caption)]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.chat.builder import Dialogue, build_prompt
+from model.chat.builder import Dialogue, build_prompt, plain_ids
 from model.chat.prompts import get_template, media_message
 
 IGNORE = -100  # label of positions that carry no loss
@@ -239,6 +239,14 @@ def lm_batch_loss(model, examples: list[Example], feats: dict[str, torch.Tensor]
     if centre_weight and len(examples) > 1:
         loss = loss + centre_weight * sum(shared_share(t.float()) for t in media.values())
     return loss, len(examples)
+
+
+def caption_example(tokenizer, caption: str, slot: str, clip: int, frame: int = 0,
+                    max_tokens: int | None = None) -> Example:
+    """Stage 1: ``[BOS] media caption [EOS]``, loss on the caption (at most ``max_tokens`` of it)
+    and EOS. A caption is training text: tokenized as plain text, a ``</s>`` in it is no end."""
+    ids = plain_ids(tokenizer, caption)[:max_tokens] + [tokenizer.eos_token_id]
+    return Example([[tokenizer.bos_token_id], slot, ids], [False, False, True], clip=clip, frame=frame)
 
 
 def chat_example(tokenizer, template_name: str, question: str, answer: str,

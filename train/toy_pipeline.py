@@ -314,19 +314,14 @@ def caption_examples(pool: Pool, tokenizer, image_share: float = 0.0, seed: int 
     ``image_share``: that share of the clips also gives one sampled frame as a still image with
     its caption (the paper's image-text pairs, through the video path with T = 1).
     """
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token
     rng = np.random.default_rng([seed, 1])
     out = []
     for i in range(len(pool.scenes)):
-        for cap in pool.video_captions[i]:
-            ids = tokenizer(cap + eos, add_special_tokens=False).input_ids
-            out.append(stages.Example([[bos], "video", ids], [False, False, True], clip=i))
-        ids = tokenizer(pool.sound_captions[i] + eos, add_special_tokens=False).input_ids
-        out.append(stages.Example([[bos], "audio", ids], [False, False, True], clip=i))
+        out += [stages.caption_example(tokenizer, cap, "video", clip=i) for cap in pool.video_captions[i]]
+        out.append(stages.caption_example(tokenizer, pool.sound_captions[i], "audio", clip=i))
         if image_share and rng.random() < image_share and (k := image_frame(pool, i, rng)) is not None:
             text = image_caption(frame_scene(pool.scenes[i], pool.frame_times[i][k]))
-            ids = tokenizer(text + eos, add_special_tokens=False).input_ids
-            out.append(stages.Example([[bos], "image", ids], [False, False, True], clip=i, frame=k))
+            out.append(stages.caption_example(tokenizer, text, "image", clip=i, frame=k))
     return out
 
 

@@ -150,6 +150,11 @@ def _after(text: str, prefix: str, template: Template) -> str:
     return text[len(prefix):]
 
 
+def plain_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` as plain text: no start token, and no special token however it is spelled."""
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
 def special_tokens(tokenizer: Any) -> dict[str, tuple[int, bool, bool]]:
     """The tokenizer's special tokens: text -> (id, strips the space before, strips the space after)."""
     out = {}

@@ -89,3 +89,17 @@ def test_engine_keeps_the_python_wording_and_a_typed_error(tmp_path):
             engine.attach_media(conv, tmp_path)
     finally:
         engine.close()
+
+
+def test_batch_names_the_key_to_use(monkeypatch, capsys, tmp_path):
+    import json
+
+    sound = mf.audio(tmp_path / "tone.wav", duration=1.0)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"video": str(sound), "question": "What moves?"}) + "\n")
+    answers = tmp_path / "a.jsonl"
+    argv = ["batch", "--input", str(questions), "--output", str(answers), *TINY]
+    monkeypatch.setattr(sys, "argv", ["launch.py", *argv])
+    assert launch.main(argv) == 1
+    error = json.loads(answers.read_text())["error"]
+    assert 'is not a video but audio: give it under the "audio" key' in error and "kind=" not in error

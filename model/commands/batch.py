@@ -26,6 +26,7 @@ import json
 import time
 from pathlib import Path
 
+from model.chat.errors import WrongMediaKind
 from model.commands.common import ModelMissing, add_model_arguments, add_sampling_arguments, fail, load_models
 
 MEDIA_KEYS = ("video", "image", "audio")
@@ -110,8 +111,12 @@ def answer_line(engine, n: int, text: str, base: Path, settings) -> dict:
             path = Path(item[kinds[0]])
             path = path if path.is_absolute() else base / path
             record["media"] = str(path)
-            engine.attach_media(conv, path, kind=kinds[0], use_audio=bool(item.get("use_audio", True)),
-                                num_frames=item.get("num_frames"))
+            try:
+                engine.attach_media(conv, path, kind=kinds[0], use_audio=bool(item.get("use_audio", True)),
+                                    num_frames=item.get("num_frames"))
+            except WrongMediaKind as err:  # the engine words it for Python (kind=...); a line has keys
+                raise ValueError(f"{err.path} is not a {err.asked} but {err.found}: give it under the "
+                                 f"\"{err.found}\" key") from None
         answer = "".join(engine.ask(conv, question, settings))
         record["answer"] = conv.turns[-1].answer if conv.turns else answer.strip()
         trace = engine.trace(conv)

@@ -113,8 +113,8 @@ def original(path: Path) -> None:
     waveform = torchaudio.functional.resample(waveform, orig_freq=rate, new_freq=16000)
     duration = waveform.shape[1] / 16000
     starts = [Fraction(max(duration - 2, 0)) / 8 * i for i in range(8)]
-    clips = [waveform[0, int(s * 16000) : int((s + 2) * 16000)] for s in starts]
-    fbank = torch.stack([fbank_clip(c) for c in clips])
+    clips = [waveform[:, int(s * 16000) : int((s + 2) * 16000)] for s in starts]  # every channel
+    fbank = torch.stack([fbank_clip(c) for c in clips])  # the clip's mean removed, then channel 0's fbank
     assert frames.shape == (8, 3, 224, 224) and fbank.shape == (8, 1, 128, 204)
 
 

@@ -18,6 +18,7 @@ import torchaudio
 
 from model.media import CorruptMedia, LoadOptions, load_media
 from model.media import audio as media_audio
+from model.media import video as video_module
 from tests import media_factory as mf
 
 
@@ -32,18 +33,23 @@ def _original_indices(path, num_frames: int) -> list[int]:
     return np.arange(0, n, n / count).astype(int).tolist()
 
 
-@pytest.mark.parametrize("size,fps,gop,pix_fmt", [
-    ("640x360", 25, 12, "yuv420p"), ("320x240", 30000 / 1001, 30, "yuv420p"),
-    ("97x61", 10, 7, "yuv444p"),  # odd sizes: x264 needs full chroma for them
-    ("1280x720", 24, None, "yuv420p"),
+@pytest.mark.parametrize("size,fps,gop,pix_fmt,seconds", [
+    ("640x360", 25, 12, "yuv420p", 2.0), ("320x240", 30000 / 1001, 30, "yuv420p", 2.0),
+    ("97x61", 10, 7, "yuv444p", 2.0),  # odd sizes: x264 needs full chroma for them
+    ("1280x720", 24, 10, "yuv420p", 4.0),  # enough 720p frames that two decoders share the targets
 ])
-def test_frames_equal_decord_bit_for_bit(tmp_path, size, fps, gop, pix_fmt):
-    path = mf.video(tmp_path / "clip.mp4", size=size, fps=fps, duration=2.0, gop=gop, extra=("-pix_fmt", pix_fmt))
+def test_frames_equal_decord_bit_for_bit(tmp_path, monkeypatch, size, fps, gop, pix_fmt, seconds):
+    parts = []
+    split = video_module.split_targets
+    monkeypatch.setattr(video_module, "split_targets", lambda *a, **k: parts.append(split(*a, **k)) or parts[-1])
+    path = mf.video(tmp_path / "clip.mp4", size=size, fps=fps, duration=seconds, gop=gop, extra=("-pix_fmt", pix_fmt))
     for num_frames in (1, 5, 8, 32):
         ours = load_media(path, LoadOptions(use_audio=False, num_frames=num_frames))
         indices = _original_indices(path, num_frames)
         assert ours.frame_indices == indices
         assert np.array_equal(ours.frames_uint8, _decord_frames(path, indices)), (size, num_frames)
+    if size == "1280x720":
+        assert max(len(p) for p in parts) == 2  # the frames of two decoders were checked too
 
 
 def test_frames_sampled_by_rate_equal_decord(tmp_path):

@@ -267,3 +267,25 @@ def test_full_queue_is_429_with_retry_after(slow_server):
         running.close()
         waiting.close()
     assert wait_for(lambda: engine.cancelled_requests == before + 2)  # both streams were stopped
+
+
+# -- Ray Serve options ------------------------------------------------------------------------
+def test_ray_deployment_options_follow_the_command_line():
+    import argparse
+
+    from serve.main import add_arguments
+    from serve.ray_app import deployment_options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    fixed = deployment_options(parser.parse_args(["--replicas", "3", "--queue-size", "5"]), gpus=0)
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0}
+    assert fixed["max_ongoing_requests"] == 1 + 5  # Ray holds no more than the engine accepts
+    scaled = deployment_options(parser.parse_args(["--min-replicas", "0", "--max-replicas", "4",
+                                                   "--target-queue", "3"]), gpus=2)
+    assert scaled["autoscaling_config"] == {"min_replicas": 0, "max_replicas": 4, "initial_replicas": 1,
+                                            "target_ongoing_requests": 3.0}
+    assert scaled["ray_actor_options"]["num_gpus"] == 1 and "num_replicas" not in scaled
+    with pytest.raises(ValueError, match="min-replicas"):
+        deployment_options(parser.parse_args(["--min-replicas", "5", "--max-replicas", "2"]), gpus=0)

@@ -289,3 +289,38 @@ def test_ray_deployment_options_follow_the_command_line():
     assert scaled["ray_actor_options"]["num_gpus"] == 1 and "num_replicas" not in scaled
     with pytest.raises(ValueError, match="min-replicas"):
         deployment_options(parser.parse_args(["--min-replicas", "5", "--max-replicas", "2"]), gpus=0)
+
+
+def test_stop_strings_end_the_answer(server, client):
+    expected = reference(server.backend.engine, "image", "What?", 20)
+    stop = expected[5:7]  # text the answer reaches after a few tokens
+    reply = client.chat.completions.create(model=MODEL, messages=[user("image", "What?")], max_tokens=20,
+                                           temperature=0, stop=[stop])
+    assert reply.choices[0].message.content == expected[:expected.index(stop)].strip()
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_remote_media_only_when_allowed_and_within_the_limits(server, client):
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ASSETS))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{files.server_address[1]}/{IMAGE.name}"
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                             {"type": "text", "text": "What?"}]}]
+    policy = server.backend.policy
+    try:
+        with pytest.raises(openai.BadRequestError, match="remote media URLs are off"):
+            client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+        policy.allow_remote = True
+        reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0)
+        assert reply.choices[0].message.content == reference(server.backend.engine, "image", "What?", 6)
+        policy.max_bytes = IMAGE.stat().st_size - 1
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+        assert err.value.status_code == 413
+    finally:
+        policy.allow_remote, policy.max_bytes = False, MediaPolicy().max_bytes
+        files.shutdown()

@@ -19,9 +19,10 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from model.chat.generate import GenerationSettings, load_generation_defaults
 from train.world.qa import NO, QA, SOUND_SKILLS, YES, make_qa, score_answer
 from train.world.scene import COLOURS, sample_scene, scene_rng
 
@@ -127,23 +128,55 @@ def image_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = 
     return items
 
 
-def another_way_items(folder: Path) -> list[Item]:
-    """ffmpeg-drawn clips (a still square or disc, a sine tone): colour and pitch questions."""
-    from train.world.render import render_ffmpeg_clip
+ANOTHER_WAY_CLIPS = 56  # 7 colours x (low, high) x (square, circle) x 2 draws of size, place and tone
+# Pitches across the audible range, not only the world's (200-350 Hz low, 900-1500 Hz high); the top
+# stays under the 8 kHz Nyquist limit of the model's 16 kHz audio.
+ANOTHER_WAY_HZ = {"low": (60.0, 450.0), "high": (800.0, 6000.0)}
+ANOTHER_WAY_EXTENT = (0.12, 0.5)  # the shape's side / diameter as a fraction of the frame
+
+
+def another_way_specs(n: int = ANOTHER_WAY_CLIPS, seed: int = 0) -> list[dict]:
+    """What each ffmpeg-drawn clip shows: colour, shape, pitch label, size, place, tone (Hz).
+
+    Colours cycle fastest, then the pitch label, then the shape, so every (colour, pitch, shape)
+    comes up as evenly as ``n`` allows; size, place and frequency are drawn (log-uniform in Hz).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 23])
+    specs = []
+    for i in range(n):
+        pitch = ("low", "high")[(i // len(COLOURS)) % 2]
+        extent = float(rng.uniform(*ANOTHER_WAY_EXTENT))
+        half = extent / 2
+        centre = (float(rng.uniform(half, 1 - half)), float(rng.uniform(half, 1 - half)))
+        lo, hi = ANOTHER_WAY_HZ[pitch]
+        specs.append({"colour": COLOURS[i % len(COLOURS)], "pitch": pitch,
+                      "shape": ("square", "circle")[(i // (2 * len(COLOURS))) % 2], "extent": round(extent, 3),
+                      "centre": (round(centre[0], 3), round(centre[1], 3)),
+                      "freq_hz": round(float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))})
+    return specs
+
+
+def another_way_items(folder: Path, n: int = ANOTHER_WAY_CLIPS) -> list[Item]:
+    """``n`` ffmpeg-drawn clips (a still square or disc of varied size and place over a plain
+    background, a sine tone anywhere in ``ANOTHER_WAY_HZ``): a colour and a pitch question each."""
+    import train.world.render as render
 
     items = []
-    for shape in ("square", "circle"):
-        for colour in COLOURS:
-            for pitch in ("low", "high"):
-                path = folder / f"ffmpeg-{shape}-{colour}-{pitch}.mp4"
-                if not path.exists():
-                    render_ffmpeg_clip(colour, pitch, path, shape=shape)
-                others = [c for c in COLOURS if c != colour]
-                items.append(Item(str(path), QA("another_way_colour", f"What colour is the {shape}?", colour,
-                                                colour, [[colour]], others)))
-                other = "low" if pitch == "high" else "high"
-                items.append(Item(str(path), QA("another_way_pitch", "Is the sound high or low?", pitch, pitch,
-                                                [[pitch]], [other])))
+    for i, spec in enumerate(another_way_specs(n)):
+        colour, pitch, shape = spec["colour"], spec["pitch"], spec["shape"]
+        path = folder / (f"ffmpeg-{i:02d}-{shape}-{colour}-{pitch}-{spec['freq_hz']}hz-{spec['extent']}-"
+                         f"{spec['centre'][0]}-{spec['centre'][1]}.mp4")
+        if not path.exists():
+            render.render_ffmpeg_clip(colour, pitch, path, shape=shape, extent=spec["extent"], centre=spec["centre"],
+                                      freq_hz=spec["freq_hz"])
+        others = [c for c in COLOURS if c != colour]
+        items.append(Item(str(path), QA("another_way_colour", f"What colour is the {shape}?", colour,
+                                        colour, [[colour]], others)))
+        other = "low" if pitch == "high" else "high"
+        items.append(Item(str(path), QA("another_way_pitch", "Is the sound high or low?", pitch, pitch,
+                                        [[pitch]], [other])))
     return items
 
 
@@ -165,14 +198,25 @@ def without_sound(items: list[Item]) -> list[Item]:
     return [i for i in items if i.qa.skill not in NEEDS_SOUND]
 
 
-def engine_answerer(model_dir: Path, max_new_tokens: int = 48, use_audio: bool = True) -> Callable[[str, str], str]:
-    """A function (media path, question) -> greedy answer, through the chat engine; without
-    ``use_audio`` each video is given as the engine gives a file that has no sound track."""
-    from model.chat.engine import ChatEngine, GenerationSettings
+EVAL_MAX_NEW_TOKENS = 96  # a description of three shapes and the sound fits; longer answers are cut
+
+
+def engine_answerer(model_dir: Path, max_new_tokens: int = EVAL_MAX_NEW_TOKENS, use_audio: bool = True,
+                    settings: GenerationSettings | None = None) -> Callable[[str, str], str]:
+    """A function (media path, question) -> answer, through the chat engine; without
+    ``use_audio`` each video is given as the engine gives a file that has no sound track.
+
+    ``settings``: greedy by default; given (the folder's defaults), sampling is seeded (seed 0 for
+    every question) so a run repeats, and answers are cut at ``max_new_tokens`` as greedy ones are.
+    """
+    from model.chat.engine import ChatEngine
     from model.weights.checkpoint import load_model
 
     engine = ChatEngine({"eval": load_model(model_dir)}, media_cache_items=8)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, temperature=0.0, seed=0)
+    if settings is None:
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, temperature=0.0, seed=0)
+    else:
+        settings = replace(settings, max_new_tokens=min(settings.max_new_tokens, max_new_tokens), seed=0)
 
     def answer(path: str, question: str) -> str:
         conv = engine.new_conversation()
@@ -264,6 +308,9 @@ def add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", action="store_true",
                         help="ask about one frame of each held-out clip, given as a still PNG image "
                              "(colour, shape and count)")
+    parser.add_argument("--greedy-only", action="store_true",
+                        help="skip the second pass with the model folder's own generation settings "
+                             "(generation_config.json; reported as with_defaults)")
     parser.add_argument("--oracle-text", action="store_true",
                         help="ask the frozen LLM alone with the scene's caption in place of the media: "
                              "what the LLM makes of a perfect description, zero-shot")
@@ -278,6 +325,7 @@ def main(args: argparse.Namespace) -> int:
     if args.images:
         items = image_items(args.media_dir, args.clips, split=args.split)
         result, records = evaluate(engine_answerer(args.model), items, progress=not args.json)
+        with_defaults(args, result, items, use_audio=True)
         return _report(args, result, records)
     items = heldout_items(args.media_dir, args.clips, split=args.split)
     if args.oracle_text:
@@ -289,7 +337,26 @@ def main(args: argparse.Namespace) -> int:
     if args.no_sound:
         items = without_sound(items)
     result, records = evaluate(answerer, items, progress=not args.json)
+    if not args.oracle_text:
+        with_defaults(args, result, items, use_audio=not args.no_sound)
     return _report(args, result, records)
+
+
+def with_defaults(args: argparse.Namespace, result: dict, items: list[Item], use_audio: bool) -> None:
+    """Add ``result["with_defaults"]``: accuracy with the model folder's own generation settings
+    (its generation_config.json), what chat, batch and the app start from. When those are greedy
+    the answers are the greedy ones, so the greedy accuracy is reported without asking again."""
+    if args.greedy_only:
+        return
+    defaults = load_generation_defaults(args.model)
+    entry: dict = {"settings": asdict(defaults)}
+    if defaults.greedy:
+        entry.update(same_as_greedy=True, accuracy=dict(result["accuracy"]), n=result["n"])
+    else:
+        answerer = engine_answerer(args.model, use_audio=use_audio, settings=defaults)
+        scored, _ = evaluate(answerer, items, progress=not args.json)
+        entry.update(same_as_greedy=False, accuracy=scored["accuracy"], n=scored["n"])
+    result["with_defaults"] = entry
 
 
 def _report(args: argparse.Namespace, result: dict, records: list) -> int:
@@ -304,6 +371,11 @@ def _report(args: argparse.Namespace, result: dict, records: list) -> int:
             cells = [f"{forms[k]:6.3f}" if k in forms else f"{'-':>6s}" for k in ("open", "yes_no")]
             print(f"{skill:20s} {acc:6.3f} {' '.join(cells)}")
         print(f"{'questions':20s} {result['n']:6d}")
+        defaults = result.get("with_defaults")
+        if defaults is not None:
+            how = "the same answers as greedy" if defaults["same_as_greedy"] else "sampled, seed 0"
+            print(f"with the folder's generation settings ({how}): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(defaults["accuracy"].items())))
         for name, rate in result["says_yes"].items():
             print(f"says yes to {name.replace('_', ' ')}: {rate:.3f}")
     return 0

@@ -81,6 +81,15 @@ def add_adapter(llm: nn.Module, settings: LoraSettings, name: str) -> list[tuple
     if name in adapter_names(llm):
         raise ValueError(f"the LLM already has an adapter called {name!r}")
     inject_adapter_in_model(settings.peft_config(), llm, adapter_name=name)
+    return train_adapter(llm, name)
+
+
+def train_adapter(llm: nn.Module, name: str) -> list[tuple[str, nn.Parameter]]:
+    """Make adapter ``name`` the active, trainable one (fp32) and return its parameters.
+
+    Training sees media in every example, so the adapter stays on until ``adapter_scope`` is
+    used (inference), which switches it per prompt.
+    """
     for m in lora_layers(llm):
         if name in m.lora_A:
             m.lora_A[name].float()

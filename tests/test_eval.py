@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from evaluation import toy_world as evaluate  # noqa: E402
 from evaluation.toy_world import Item, another_way_items, heldout_items, score  # noqa: E402
 from train.world.qa import QA  # noqa: E402
+from train.world.scene import COLOURS  # noqa: E402
 
 RED = QA("colour", "What colour is the star?", "red", "The star is red.", [["red"]], ["green", "blue"])
 YES = QA("count", "Are there two shapes?", "yes", "Yes.", [["yes"]], ["no"], "yes_no")
@@ -77,15 +78,46 @@ def test_another_way_set_asks_colour_and_pitch_of_each_ffmpeg_clip(tmp_path, mon
     import train.world.render as wr
 
     made = []
-    monkeypatch.setattr(wr, "render_ffmpeg_clip", lambda c, p, path, shape: made.append((c, p, shape)))
+    monkeypatch.setattr(wr, "render_ffmpeg_clip", lambda c, p, path, shape, **kw: made.append((c, p, shape, kw)))
     items = another_way_items(tmp_path)
-    assert len(made) == 24 and len(items) == 48
+    assert len(made) >= 40 and len(items) == 2 * len(made)
     by_skill = {s: [i for i in items if i.qa.skill == s] for s in ("another_way_colour", "another_way_pitch")}
-    assert all(len(v) == 24 for v in by_skill.values())
+    assert all(len(v) == len(made) for v in by_skill.values())
     first = by_skill["another_way_colour"][0]
     colour = made[0][0]
     assert first.qa.keywords == [[colour]] and colour not in first.qa.distractors
     assert by_skill["another_way_pitch"][0].qa.keywords == [[made[0][1]]]
+    # every colour with both pitches and both shapes; sizes, places and tones spread out
+    assert {(c, p, s) for c, p, s, _ in made} == {(c, p, s) for c in COLOURS for p in ("low", "high")
+                                                  for s in ("square", "circle")}
+    extents = [kw["extent"] for *_, kw in made]
+    xs = [kw["centre"][0] for *_, kw in made]
+    assert max(extents) - min(extents) > 0.25 and max(xs) - min(xs) > 0.4
+    for pitch, (lo, hi) in (("low", (60, 450)), ("high", (800, 6000))):
+        hz = [kw["freq_hz"] for _, p, _, kw in made if p == pitch]
+        assert all(lo <= f <= hi for f in hz) and max(hz) / min(hz) > 3
+
+
+def test_with_defaults_reports_the_folder_settings(tmp_path, monkeypatch):
+    from model.chat.generate import GenerationSettings, save_generation_defaults
+
+    result = {"accuracy": {"colour": 0.5}, "n": 2}
+    args = argparse.Namespace(model=tmp_path, greedy_only=False, json=True)
+    save_generation_defaults(GenerationSettings(do_sample=False), tmp_path)
+    evaluate.with_defaults(args, result, [], use_audio=True)
+    assert result["with_defaults"]["same_as_greedy"] and result["with_defaults"]["accuracy"] == {"colour": 0.5}
+    save_generation_defaults(GenerationSettings(temperature=0.7), tmp_path)
+    asked = []
+
+    def fake_answerer(model, use_audio, settings):
+        asked.append(settings)
+        return lambda path, question: "red"
+
+    monkeypatch.setattr(evaluate, "engine_answerer", fake_answerer)
+    items = [evaluate.Item("a.mp4", QA("colour", "What colour?", "red", "red", [["red"]], ["blue"]))]
+    evaluate.with_defaults(args, result, items, use_audio=True)
+    assert asked[0].temperature == 0.7 and not result["with_defaults"]["same_as_greedy"]
+    assert result["with_defaults"]["accuracy"] == {"colour": 1.0}
 
 
 def test_evaluate_with_a_perfect_and_a_useless_answerer(tmp_path):
@@ -104,7 +136,8 @@ def test_cli_json_is_one_object_with_accuracy_and_n(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(evaluate, "engine_answerer", lambda model_dir, use_audio=True: (lambda p, q: "yes"))
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
-    args = parser.parse_args(["--json", "--clips", "1", "--no-another-way", "--media-dir", str(tmp_path)])
+    args = parser.parse_args(["--json", "--clips", "1", "--no-another-way", "--media-dir", str(tmp_path),
+                              "--greedy-only"])
     assert evaluate.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"accuracy", "n", "by_form", "says_yes"} and out["n"] > 10
@@ -125,7 +158,7 @@ def test_no_sound_gives_videos_without_sound_and_asks_only_what_needs_none(tmp_p
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
     for flags in ([], ["--no-sound"]):
-        args = parser.parse_args(["--json", "--clips", "2", "--media-dir", str(tmp_path), *flags])
+        args = parser.parse_args(["--json", "--clips", "2", "--media-dir", str(tmp_path), "--greedy-only", *flags])
         assert evaluate.main(args) == 0
         skills = set(json.loads(capsys.readouterr().out)["accuracy"])
         if flags:
@@ -228,7 +261,7 @@ def test_cli_images_asks_about_still_images_only(tmp_path, monkeypatch, capsys):
                         lambda model_dir, use_audio=True: (lambda p, q: asked.append(p) or "Red."))
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
-    args = parser.parse_args(["--json", "--images", "--clips", "2", "--media-dir", str(tmp_path)])
+    args = parser.parse_args(["--json", "--images", "--clips", "2", "--media-dir", str(tmp_path), "--greedy-only"])
     assert evaluate.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["accuracy"]) == {"colour", "shape", "count", "description"} and out["n"] == len(asked) >= 10

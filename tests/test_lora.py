@@ -159,3 +159,19 @@ def test_bad_adapter_folders_are_clear_errors(tmp_path):
     config.unlink()
     with pytest.raises(lora.AdapterError, match="no adapter_config.json"):
         ck.load_model(lora_dir, precision="fp32", device="cpu")
+
+
+def test_inspect_lists_the_adapter_with_its_parameter_count(tmp_path, capsys):
+    from launch import main as launch
+
+    plain, folder, model = _folders(tmp_path)
+    assert launch(["inspect", "--model", str(folder), "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    adapter = report["components"]["llm_adapter"]
+    saved = sum(v.numel() for v in lora.adapter_state(model.llm, "trained").values())
+    assert adapter["params"] == saved == lora.parameter_count(folder / "llm_adapter")
+    assert adapter["trainable"] is True
+    assert launch(["inspect", "--model", str(plain), "--device", "cpu", "--json"]) == 0
+    assert "llm_adapter" not in json.loads(capsys.readouterr().out)["components"]
+    assert launch(["inspect", "--model", str(folder), "--device", "cpu"]) == 0
+    assert "llm_adapter" in capsys.readouterr().out

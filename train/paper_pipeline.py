@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from model.media import LoadOptions, load_media
-from train import stages
+from train import llm_lora, stages
 from train.datasets import READERS, Record
 from train.recipes import Recipe, StageSpec
 from train.trainer import batch_generator, make_accelerator, run
@@ -124,8 +124,10 @@ def run_paper_stage(recipe: Recipe, out: Path, init: Path, data_root: Path, resu
     branch = spec.branches[0]
     teacher = _teacher(model, data_root) if spec.audio_from == "vision" else None
     options = LoadOptions(num_frames=spec.num_frames, image_size=model.config.vision.image_size, use_audio=False)
+    llm_lora.attach(model, recipe)  # off unless --lora-rank (or the --init folder has an adapter)
     params = stages.branch_parameters(model, spec.branches)
     model.train()
+    params = llm_lora.with_lora(model, spec, recipe, params)
     cfg = spec.train
     template = model.config.llm.template
     slot = "audio" if branch == "audio" else "video"

@@ -113,14 +113,22 @@ class PrefixCache:
     def __init__(self) -> None:
         self._store: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    @torch.no_grad()
     def get(self, llm, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if any(p.requires_grad for p in llm.parameters()):
+            # A LoRA adapter of the LLM trains (train/llm_lora.py): the prefix's keys/values change
+            # every step, so compute them afresh, once per batch, with their gradients.
+            return _prefix_kv(llm, ids)
         key = tuple(ids)
         if key not in self._store:
-            dev = llm.get_input_embeddings().weight.device
-            cache = llm.model(input_ids=torch.tensor([ids], device=dev), use_cache=True).past_key_values
-            self._store[key] = [(layer.keys, layer.values) for layer in cache.layers]
+            with torch.no_grad():
+                self._store[key] = _prefix_kv(llm, ids)
         return self._store[key]
+
+
+def _prefix_kv(llm, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    dev = llm.get_input_embeddings().weight.device
+    cache = llm.model(input_ids=torch.tensor([ids], device=dev), use_cache=True).past_key_values
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def shared_prefix(examples: list[Example]) -> list[int] | None:

@@ -18,7 +18,7 @@ from model.config import VideoLlamaConfig
 from model.media import frame_message
 from model.media.common import normalise
 from model.video_llama import build_model
-from train import stage0, stages
+from train import llm_lora, stage0, stages
 from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
 from train.world.pool import POSITION_BINS, Pool, corrupt_objects, describe_objects, render_pool
@@ -38,12 +38,11 @@ def save_folder(model, folder: Path) -> None:
 
 
 def save_fp16_folder(model, folder: Path) -> None:
-    """The released form: every encoder and adapter tensor in fp16 (the LLM is not saved)."""
-    from model.weights.checkpoint import save_state_folder
+    """The released form: every encoder and adapter tensor in fp16, the LLM's LoRA adapter too (the
+    LLM itself is not saved)."""
+    from model.weights.checkpoint import save_model_folder
 
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()
-             if not k.startswith("llm.")}
-    save_state_folder(state, model.config, folder)
+    save_model_folder(model, folder, dtype=torch.float16)
 
 
 def _log(msg: str) -> None:
@@ -136,6 +135,23 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
         p.requires_grad_(False)
 
 
+def run_probe(model, recipe: Recipe, folder: Path) -> None:
+    """The stage-0 probe (train/probe.py) on held-out clips: its table, with a WARNING for every
+    attribute the frozen features hold too weakly, into the log and ``folder``/probe.{json,txt}."""
+    from train import probe
+
+    clips, steps = recipe.world.get("probe_clips", 0), recipe.world.get("probe_steps", 400)
+    if not clips:
+        return
+    t0 = time.time()
+    with torch.random.fork_rng():  # the probe's own seeds leave the recipe's random stream as it was
+        rows = probe.probe_model(model, clips, steps)
+    header = (f"stage-0 probe: {clips} held-out clips (seed {probe.PROBE_SEED}), probes trained on the first "
+              f"{int(0.8 * clips)} for {steps} steps, {time.time() - t0:.0f} s")
+    _log(header + "\n" + probe.format_table(rows))
+    probe.save_report(rows, folder, header)
+
+
 # -- frozen features -------------------------------------------------------------------------
 @torch.no_grad()
 def precompute(model, pool: Pool, chunk: int = 32) -> dict[str, torch.Tensor]:
@@ -173,9 +189,11 @@ def match_word_scale(model, feats: dict[str, torch.Tensor], sample: int = 64) ->
 
 
 def run_lm_stage(model, examples: list[stages.Example], feats: dict[str, torch.Tensor], spec: StageSpec,
-                 out: Path, acc, resume: bool) -> None:
+                 out: Path, acc, resume: bool, recipe: Recipe | None = None) -> None:
     params = stages.branch_parameters(model, spec.branches)
     model.train()
+    if recipe is not None:  # the LLM's LoRA adapter trains beside the Q-Formers where the recipe says
+        params = llm_lora.with_lora(model, spec, recipe, params)
     cfg = spec.train
     prefixes = stages.PrefixCache()
 
@@ -286,6 +304,8 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     _log(f"rendered {len(pool.scenes)} training clips in {time.time() - t0:.0f} s")
     spec0, spec1, spec2 = recipe.stages
     run_stage0(model, pool, spec0, out, acc, resume)
+    if acc.is_main_process:
+        run_probe(model, recipe, out / spec0.name)
     feats = precompute(model, pool)
     _log(f"frozen features: video {tuple(feats['video'].shape)}, audio {tuple(feats['audio'].shape)}")
     # Gradients flow through the LLM, so no 4-bit here: bf16 where the hardware has it, else fp32.
@@ -293,14 +313,19 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     model.llm, model.tokenizer = load_llm(cfg.llm, precision=precision, device=acc.device)
     stages.prepare_backprop_llm(model.llm, acc.device)
     _log(f"frozen LLM in {precision} ({model.llm.config._attn_implementation} attention)")
+    llm_lora.attach(model, recipe)
+    if model.llm_adapter:
+        _log(f"LoRA on the LLM: {recipe.lora} at lr {recipe.lora_lr}, trained in "
+             f"{', '.join(s.name for s in recipe.stages[1:] if s.train_lora) or 'no stage'}")
+    model.generation_defaults = recipe.generation
     if not resume:
         _log(f"projections rescaled to word-embedding norm by {match_word_scale(model, feats)}")
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
     examples1 = caption_examples(pool, model.tokenizer, image_share=spec1.image_share)[:limit]
-    run_lm_stage(model, examples1, feats, spec1, out, acc, resume)
+    run_lm_stage(model, examples1, feats, spec1, out, acc, resume, recipe)
     examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns, yes_no_answers=spec2.yes_no_answers,
                                   no_sound_share=spec2.no_sound_share, image_share=spec2.image_share)[:limit]
-    run_lm_stage(model, examples2, feats, spec2, out, acc, resume)
+    run_lm_stage(model, examples2, feats, spec2, out, acc, resume, recipe)
     final = out / "final"
     if acc.is_main_process:
         save_fp16_folder(model, final)

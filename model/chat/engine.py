@@ -203,13 +203,15 @@ class ChatEngine:
         """Ask a question; returns an iterator of text deltas. The answer is stored in ``conv``
         when the iterator ends. Bad input raises ``BadRequest`` here, before anything runs."""
         question = self._check_question(conv, question)
-        return self._stream(_Request(conv, "ask", question, self._check_settings(settings or self.generation_defaults(conv.model))))
+        settings = self._check_settings(settings or self.generation_defaults(conv.model))
+        return self._stream(_Request(conv, "ask", question, settings))
 
     def regenerate(self, conv: Conversation, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Answer the last question again (replacing its answer)."""
         if not conv.turns:
             raise BadRequest("nothing to regenerate: the conversation has no question yet")
-        return self._stream(_Request(conv, "regenerate", None, self._check_settings(settings or self.generation_defaults(conv.model))))
+        settings = self._check_settings(settings or self.generation_defaults(conv.model))
+        return self._stream(_Request(conv, "regenerate", None, settings))
 
     def undo(self, conv: Conversation) -> None:
         """Remove the last question and its answer (cancelling it if it is running)."""

@@ -3,6 +3,8 @@
     python launch.py inspect --preset video-llama-2-7b            # table
     python launch.py inspect --model checkpoints/my-model --json  # one JSON object
 
+A model folder with a LoRA adapter of the LLM lists it as the component ``llm_adapter``.
+
 Nothing is loaded: the model is built on the meta device from the config. ``--device``
 says which machine to estimate for (default ``cuda``, whose defaults are a 4-bit LLM and
 fp16 encoders); ``--precision`` overrides the LLM precision. JSON schema:
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from model.commands.common import add_precision_arguments
 from model.config import PRESETS, VideoLlamaConfig
+from model.lora import read_settings
 from model.weights.memory import estimate, format_report
 
 
@@ -38,8 +41,10 @@ def main(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{args.model} is not a model folder (no config.json); "
                                     "create one with `python launch.py convert`")
         cfg = VideoLlamaConfig.from_file(config_path)
+        # the LoRA adapter of the LLM, if any: its own component (its adapter_config.json is read too)
+        adapter = read_settings(args.model / cfg.llm_adapter) if cfg.llm_adapter else None
     else:
-        cfg = VideoLlamaConfig.from_name(args.preset)
-    report = estimate(cfg, precision=args.precision, device=args.device)
+        cfg, adapter = VideoLlamaConfig.from_name(args.preset), None
+    report = estimate(cfg, precision=args.precision, device=args.device, adapter=adapter)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -25,6 +25,7 @@ from torch import nn
 
 from model.config import VideoLlamaConfig
 from model.llm import resolve_precision
+from model.lora import LoraSettings
 from model.video_llama import FROZEN, VideoLlama, build_model
 
 NF4_BLOCK = 64  # values per absmax block (bitsandbytes' default blocksize)
@@ -76,10 +77,19 @@ def llm_bytes(llm: nn.Module, precision: str, device: str) -> tuple[int, str]:
     return total, f"{precision}+{rest}"
 
 
-def estimate(cfg: VideoLlamaConfig, precision: str = "auto", device: str = "cuda") -> dict:
+def lora_params(llm: nn.Module, adapter: LoraSettings) -> int:
+    """Numbers in a LoRA adapter of ``llm``: rank x (in + out) for every targeted ``nn.Linear``."""
+    return sum(adapter.rank * (m.in_features + m.out_features) for name, m in llm.named_modules()
+               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in adapter.target_modules)
+
+
+def estimate(cfg: VideoLlamaConfig, precision: str = "auto", device: str = "cuda",
+             adapter: LoraSettings | None = None) -> dict:
     """Per-component params and bytes for ``cfg`` at ``precision`` on ``device`` (``"cuda"``/``"cpu"``).
 
-    Returns a JSON-ready dict: ``components`` (name -> params, trainable, dtype, bytes),
+    ``adapter``: the model folder's LoRA adapter of the LLM (``llm_adapter/adapter_config.json``),
+    listed as a component of its own, ``llm_adapter``, in the LLM's compute dtype (as ``load_model``
+    casts it). Returns a JSON-ready dict: ``components`` (name -> params, trainable, dtype, bytes),
     ``total_bytes``, ``soft_tokens`` per modality, and the resolved ``precision``/``device``.
     """
     precision = resolve_precision(precision, torch.device(device))
@@ -96,6 +106,9 @@ def estimate(cfg: VideoLlamaConfig, precision: str = "auto", device: str = "cuda
             dtype = _float_name(device, "encoder" if name in FROZEN else "adapter")
             size = params * _BYTES[dtype]
         components[name] = ComponentMemory(params, name not in FROZEN, dtype, size)
+    if adapter is not None and adapter.rank:
+        n, dtype = lora_params(model.llm, adapter), _float_name(device, "llm")
+        components["llm_adapter"] = ComponentMemory(n, True, dtype, n * _BYTES[dtype])
     return {
         "name": cfg.name, "device": device, "precision": precision,
         "components": {k: asdict(v) for k, v in components.items()},

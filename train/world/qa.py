@@ -17,8 +17,9 @@ import numpy as np
 from train.world.scene import COLOURS, PATTERNS, SHAPES, Scene, Shape, SoundSegment
 
 SKILLS = ("colour", "shape", "count", "motion", "temporal_order", "sound_pitch", "sound_pattern",
-          "audio_visual", "description")
-SOUND_SKILLS = ("sound_pitch", "sound_pattern", "audio_visual")  # what a video without its sound cannot answer
+          "audio_visual", "description", "two_part")
+# what a video without its sound cannot answer
+SOUND_SKILLS = ("sound_pitch", "sound_pattern", "audio_visual", "two_part")
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 MOTION_PHRASE = {"left": "moves to the left", "right": "moves to the right", "up": "moves up",
@@ -365,10 +366,42 @@ def qa_audio_visual(scene: Scene, rng) -> list[QA]:
 
 
 def qa_description(scene: Scene, rng) -> list[QA]:
+    """A free description: right when it names every shape, its colour and its motion, and the
+    sound (its pattern, and the pitch of a tone; silence for a silent clip), and no shape or
+    colour that is not there."""
     caps = captions(scene)
     q = _pick(rng, ["Describe the video.", "What happens in this video?", "Describe what you see and hear.",
                     "Give a short description of the clip."])
-    return [QA("description", q, caps[0], caps[0], *_description_words(scene.shapes))]
+    keys, absent = _description_words(scene.shapes)
+    keys += [MOTION_WORDS[s.motion] for s in scene.shapes]
+    if scene.sounds:
+        keys += [group for seg in scene.sounds for group in _sound_words(seg)[1]]
+    else:
+        keys.append(PATTERN_WORDS["silent"])
+    return [QA("description", q, caps[0], caps[0], keys, absent)]
+
+
+def qa_two_part(scene: Scene, rng) -> list[QA]:
+    """A question in two parts, the shape's colour and the sound ("What colour is the shape, and
+    what do you hear?"): right only when the answer gives both, each right. Asked about clips
+    with one shape and at most one sound, where each part has one answer."""
+    if len(scene.shapes) != 1 or len(scene.sounds) > 1:
+        return []
+    s = scene.shapes[0]
+    if scene.sounds:
+        seg = scene.sounds[0]
+        _, sound_keys, sound_wrong = _sound_words(seg)
+        heard = f"a {seg.pitch} {seg.pattern} tone" if seg.pitch is not None else PATTERN_NOUN[seg.pattern]
+    else:
+        sound_keys = [PATTERN_WORDS["silent"]]
+        sound_wrong = [w for p in PATTERNS if p != "silent" for w in PATTERN_WORDS[p][:2]]
+        heard = "no sound"
+    q = _pick(rng, ["What colour is the shape, and what do you hear?",
+                    "What colour is the {0}, and what sound do you hear?",
+                    "Tell me the colour of the {0} and what the sound is like."]).format(s.shape)
+    wrong = [c for c in COLOURS if c != s.colour] + sound_wrong
+    return [QA("two_part", q, f"{s.colour}, and {heard}", f"The {s.shape} is {s.colour}, and I hear {heard}.",
+               [[s.colour], *sound_keys], wrong)]
 
 
 def _description_words(shapes: list[Shape]) -> tuple[list[list[str]], list[str]]:
@@ -382,7 +415,7 @@ def _description_words(shapes: list[Shape]) -> tuple[list[list[str]], list[str]]
 
 SKILL_BUILDERS = {"colour": qa_colour, "shape": qa_shape, "count": qa_count, "motion": qa_motion,
                   "temporal_order": qa_temporal, "sound_pitch": qa_pitch, "sound_pattern": qa_pattern,
-                  "audio_visual": qa_audio_visual, "description": qa_description}
+                  "audio_visual": qa_audio_visual, "description": qa_description, "two_part": qa_two_part}
 assert tuple(SKILL_BUILDERS) == SKILLS
 
 

@@ -182,14 +182,20 @@ def _ffmpeg_rgb(name: str) -> tuple[int, int, int]:
 
 def render_ffmpeg_clip(colour: str, pitch: str, path: str | Path, shape: str = "square",
                        size: int = 224, fps: int = 8, duration: float = 4.0,
-                       sample_rate: int = 16000, background: str = "0x303030") -> dict:
+                       sample_rate: int = 16000, background: str = "0x303030", extent: float = 1 / 3,
+                       centre: tuple[float, float] = (0.5, 0.5), freq_hz: float | None = None) -> dict:
     """Draw a still shape with ffmpeg filters and a ``sine`` tone; write an mp4 and return its labels.
 
     Args:
         colour: a PALETTE name; drawn with the nearby ffmpeg colour FFMPEG_COLOURS[colour].
-        pitch: "low" or "high"; the tone is FFMPEG_PITCH_HZ[pitch].
+        pitch: "low" or "high": the label; the tone is ``freq_hz``, by default FFMPEG_PITCH_HZ[pitch].
         shape: "square" (``drawbox``) or "circle" (``geq`` disc).
+        extent: the shape's side (diameter) as a fraction of the frame.
+        centre: the shape's centre (x, y) as fractions of the frame; the shape must fit inside.
     """
+    half = extent / 2
+    if not 0 < extent < 1 or not all(half <= v <= 1 - half for v in centre):
+        raise ValueError(f"a shape of extent {extent} centred at {centre} does not fit in the frame")
     if colour not in PALETTE:
         raise ValueError(f"unknown colour {colour!r}; use one of {sorted(PALETTE)}")
     if pitch not in FFMPEG_PITCH_HZ:
@@ -197,17 +203,17 @@ def render_ffmpeg_clip(colour: str, pitch: str, path: str | Path, shape: str = "
     if shutil.which("ffmpeg") is None:
         raise RuntimeError("the ffmpeg command is missing; install it with `apt-get install -y ffmpeg`")
     name = FFMPEG_COLOURS[colour]
-    side, c = size // 3, size // 2
+    side, cx, cy = int(size * extent), int(size * centre[0]), int(size * centre[1])
     if shape == "square":
-        draw = f"drawbox=x={c - side // 2}:y={c - side // 2}:w={side}:h={side}:color={name}@1:t=fill"
+        draw = f"drawbox=x={cx - side // 2}:y={cy - side // 2}:w={side}:h={side}:color={name}@1:t=fill"
     elif shape == "circle":
         r, g, b = _ffmpeg_rgb(name)
-        inside = f"lte(hypot(X-{c},Y-{c}),{side // 2})"
+        inside = f"lte(hypot(X-{cx},Y-{cy}),{side // 2})"
         draw = (f"format=gbrp,geq=r='if({inside},{r},r(X,Y))':g='if({inside},{g},g(X,Y))'"
                 f":b='if({inside},{b},b(X,Y))'")
     else:
         raise ValueError(f"unknown shape {shape!r}; use 'square' or 'circle'")
-    freq = FFMPEG_PITCH_HZ[pitch]
+    freq = FFMPEG_PITCH_HZ[pitch] if freq_hz is None else freq_hz
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
@@ -218,5 +224,6 @@ def render_ffmpeg_clip(colour: str, pitch: str, path: str | Path, shape: str = "
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"ffmpeg failed drawing {colour} {shape}: {result.stderr.strip()[-400:]}")
-    return {"path": str(path), "colour": colour, "pitch": pitch, "shape": shape, "size": "large", "freq_hz": freq,
+    return {"path": str(path), "colour": colour, "pitch": pitch, "shape": shape, "extent": extent, "centre": centre,
+            "freq_hz": freq,
             "ffmpeg_colour": name, "rgb": _ffmpeg_rgb(name)}

@@ -324,3 +324,16 @@ def test_remote_media_only_when_allowed_and_within_the_limits(server, client):
     finally:
         policy.allow_remote, policy.max_bytes = False, MediaPolicy().max_bytes
         files.shutdown()
+
+
+def test_health_says_loading_until_the_engine_is_there(tmp_path):
+    loading = start_server(None, MediaPolicy(store_dir=tmp_path))
+    try:
+        base = loading.url.removesuffix("/v1")
+        health = httpx.get(f"{base}/health")
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        answer = httpx.post(f"{loading.url}/chat/completions", json={"model": MODEL, "messages": []})
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_loading"
+        assert int(answer.headers["retry-after"]) > 0
+    finally:
+        loading.stop()

@@ -82,6 +82,11 @@ class RemoteEngine:
         self.max_frames = min(int(card.get("max_frames", 32)) for card in cards)
 
     # -- conversations ----------------------------------------------------------------
+    def generation_defaults(self, model: str | None = None) -> GenerationSettings:
+        """The settings the page starts from. The API does not publish a model folder's
+        generation_config.json yet, so this is the original demo's (what ``ask`` sends by default)."""
+        return GenerationSettings()
+
     def new_conversation(self, model: str | None = None, system: str | None = None) -> RemoteConversation:
         name = model or self.model_names[0]
         if name not in self.model_names:

@@ -71,13 +71,15 @@ def load_examples(folder: Path = ASSETS) -> list[dict[str, Any]]:
     return out
 
 
-def _controls(max_frames: int) -> Controls:
+def _controls(max_frames: int, defaults) -> Controls:
+    """The sidebar, starting from ``defaults``: the (first) model folder's generation settings."""
     with gr.Sidebar(label="Settings", open=True):
         gr.Markdown("### Generation")
-        temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
-        top_p = gr.Slider(0.1, 1.0, value=0.9, step=0.05, label="Top-p")
-        max_new_tokens = gr.Slider(8, 1024, value=300, step=8, label="Max new tokens")
-        num_beams = gr.Slider(1, 10, value=1, step=1, label="Beams (1 = sampling)")
+        temperature = gr.Slider(0.0, 2.0, value=0.0 if defaults.greedy else defaults.temperature, step=0.05,
+                                label="Temperature (0 = greedy)")
+        top_p = gr.Slider(0.1, 1.0, value=defaults.top_p, step=0.05, label="Top-p")
+        max_new_tokens = gr.Slider(8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens")
+        num_beams = gr.Slider(1, 10, value=defaults.num_beams, step=1, label="Beams (1 = sampling)")
         gr.Markdown("### Media")
         num_frames = gr.Slider(1, max_frames, value=min(LoadOptions.num_frames, max_frames), step=1,
                                label="Number of frames",
@@ -253,7 +255,7 @@ def build_demo(engine, *, votes_path: str | Path = "runs/votes.jsonl", max_frame
     with gr.Blocks(title=title, delete_cache=(3600, SESSION_TTL_S)) as demo:
         gr.Markdown(f"# {title}\nChat about a video, an image or a sound: the model sees the frames "
                     "and hears the audio. Upload a file or pick an example below.")
-        controls = _controls(max_frames)
+        controls = _controls(max_frames, engine.generation_defaults())
         chat_state = gr.State(None, time_to_live=SESSION_TTL_S,
                               delete_callback=handlers.state_closer(handlers.close_session, engine))
         with gr.Tabs():

@@ -56,3 +56,20 @@ def test_model_folder_carries_its_defaults_and_the_engine_starts_from_them(tmp_p
         assert engine.trace(conv).settings.max_new_tokens == 3
     finally:
         engine.close()
+
+
+def test_chat_and_batch_flags_go_on_top_of_the_folder_settings():
+    import argparse
+
+    from model.commands.common import add_sampling_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_sampling_arguments(parser)
+    folder = GenerationSettings(max_new_tokens=40, do_sample=False, top_p=0.5)
+    assert settings_from_args(parser.parse_args([]), folder) == folder
+    assert settings_from_args(parser.parse_args([]), None) == GenerationSettings()  # the original demo's
+    hot = settings_from_args(parser.parse_args(["--temperature", "0.7"]), folder)
+    assert hot.do_sample and hot.temperature == 0.7 and hot.max_new_tokens == 40 and hot.top_p == 0.5
+    assert settings_from_args(parser.parse_args(["--temperature", "0.7", "--greedy"]), folder).greedy
+    assert settings_from_args(parser.parse_args(["--max-new-tokens", "9"]), folder) == \
+        dataclasses.replace(folder, max_new_tokens=9)

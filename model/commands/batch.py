@@ -48,10 +48,11 @@ def main(args: argparse.Namespace) -> int:
 
     if not args.input.is_file():
         return fail(f"input file not found: {args.input}")
-    settings = settings_from_args(args)
     try:
-        settings.check()
         models = load_models(args)
+        # the first model folder's generation settings, then the flags given
+        settings = settings_from_args(args, next(iter(models.values())).generation_defaults)
+        settings.check()
     except (ModelMissing, FileNotFoundError, ValueError) as err:
         return fail(str(err))
     lines = args.input.read_text(encoding="utf-8").splitlines()

@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     except (ModelMissing, FileNotFoundError, ValueError) as err:
         return fail(str(err))
     engine = ChatEngine(models)
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, engine.generation_defaults())  # the folder's, then the flags
     path, kind = _media_arg(args)
     try:
         conv = engine.new_conversation(system=args.system)

@@ -4,6 +4,7 @@ benches): one meaning per flag."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import string
 import sys
 from pathlib import Path
@@ -82,22 +83,36 @@ def unique_names(folders: list[Path]) -> list[str]:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    d = GenerationSettings()
-    group = parser.add_argument_group("sampling (defaults as the original demo)")
-    group.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    group.add_argument("--temperature", type=float, default=d.temperature)
-    group.add_argument("--top-p", type=float, default=d.top_p)
-    group.add_argument("--top-k", type=int, default=d.top_k, help="0: off")
-    group.add_argument("--beams", type=int, default=d.num_beams, help="beam search width (1: no beams)")
-    group.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty)
-    group.add_argument("--seed", type=int, default=d.seed, help="makes sampling reproducible")
+    group = parser.add_argument_group("sampling (default: the model folder's generation_config.json; the "
+                                      "original demo's settings for a folder without one)")
+    group.add_argument("--max-new-tokens", type=int, default=None)
+    group.add_argument("--temperature", type=float, default=None, help="sets sampling on (unless --greedy)")
+    group.add_argument("--top-p", type=float, default=None, help="sets sampling on (unless --greedy)")
+    group.add_argument("--top-k", type=int, default=None, help="0: off; sets sampling on (unless --greedy)")
+    group.add_argument("--beams", type=int, default=None, help="beam search width (1: no beams)")
+    group.add_argument("--repetition-penalty", type=float, default=None)
+    group.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     group.add_argument("--greedy", action="store_true", help="always take the likeliest token")
 
 
-def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
-    return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              top_k=args.top_k, num_beams=args.beams, repetition_penalty=args.repetition_penalty,
-                              seed=args.seed, do_sample=not args.greedy)
+# flag attribute -> GenerationSettings field
+_SAMPLING_FLAGS = {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
+                   "top_k": "top_k", "beams": "num_beams", "repetition_penalty": "repetition_penalty", "seed": "seed"}
+
+
+def settings_from_args(args: argparse.Namespace, defaults: GenerationSettings | None = None) -> GenerationSettings:
+    """``defaults`` (the model folder's settings; the original demo's if None) with the flags given on top.
+
+    A sampling knob given on the command line (temperature, top-p, top-k) means sampling, even when
+    the folder's default is greedy; ``--greedy`` always wins.
+    """
+    base = dataclasses.replace(defaults) if defaults is not None else GenerationSettings()
+    given = {name: getattr(args, flag) for flag, name in _SAMPLING_FLAGS.items() if getattr(args, flag) is not None}
+    if {"temperature", "top_p", "top_k"} & set(given):
+        given["do_sample"] = True
+    if args.greedy:
+        given["do_sample"] = False
+    return dataclasses.replace(base, **given)
 
 
 class ModelMissing(FileNotFoundError):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import model.weights.convert as conv
 import tests.official_format as off
-from model.config import PRESETS, ImageBindVisionConfig, VideoLlamaConfig
+from model.config import PRESETS, ConfigError, ImageBindVisionConfig, VideoLlamaConfig
 from model.imagebind_vision import ImageBindVisionEncoder
 from tests.reference_math import imagebind_block
 from tests.tiny import tiny_model
@@ -170,7 +170,7 @@ def test_config_teacher_is_optional_and_round_trips(tmp_path):
 def test_config_teacher_errors():
     with pytest.raises(ValueError, match="audio_visual_teacher.out_dim=1024 but audio.out_dim=20"):
         VideoLlamaConfig.from_dict({**PRESETS["tiny"], "audio_visual_teacher": {}})
-    with pytest.raises(KeyError, match="widthh"):
+    with pytest.raises(ConfigError, match="unknown field audio_visual_teacher.widthh"):
         VideoLlamaConfig.from_dict({"audio_visual_teacher": {"widthh": 3}})
 
 

@@ -14,7 +14,10 @@ On a 30-second clip (drawn with ffmpeg unless ``--video`` is given), medians of
    KV cache, against the same turn with the cache dropped (the whole conversation run
    through the LLM again; media tokens still cached). Target ratio <= 0.3;
 3. a second checkpoint with the same frozen encoders (the first model with new adapters,
-   same fingerprints) asked about the same video: extra frozen-encoder calls. Target 0.
+   same fingerprints) asked about the same video: extra frozen-encoder calls. Target 0;
+4. the LLM's LoRA adapter (model/lora.py, on media turns only): the cold first turn with and
+   without it, side by side (runs alternate). A model folder without an adapter gets a
+   random-weight one of the toy-world recipe's shape (rank 8 on q/k/v/o): the cost is the same.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def cold_turn(models: dict, video: Path, settings: GenerationSettings) -> tuple[
         pass
     trace = engine.trace(conv)
     engine.close()
-    return attach + trace["timings"]["first_token"], trace["tokens_per_second"], trace["tokens"]["new"]
+    return attach + trace.timings.first_token, trace.tokens_per_second, trace.tokens.new
 
 
 def follow_up(models: dict, video: Path, settings: GenerationSettings, turns: int) -> tuple[float, float, int]:
@@ -89,14 +92,14 @@ def follow_up(models: dict, video: Path, settings: GenerationSettings, turns: in
     question = "So, in one sentence?"
     for _ in engine.ask(conv, question, settings):
         pass
-    with_kv = engine.trace(conv)["timings"]["first_token"]
+    with_kv = engine.trace(conv).timings.first_token
     engine.undo(conv)
     engine.drop_kv_cache(conv)
     for _ in engine.ask(conv, question, settings):
         pass
     trace = engine.trace(conv)
     engine.close()
-    return with_kv, trace["timings"]["first_token"], trace["tokens"]["prompt"]
+    return with_kv, trace.timings.first_token, trace.tokens.prompt
 
 
 def shared_encoders(model: VideoLlama, video: Path, settings: GenerationSettings) -> tuple[dict, dict]:
@@ -114,6 +117,45 @@ def shared_encoders(model: VideoLlama, video: Path, settings: GenerationSettings
     return after_a, after_b
 
 
+def adapter_pair(model: VideoLlama) -> dict[str, VideoLlama]:
+    """The model without and with a LoRA adapter of the LLM (the same modules otherwise).
+
+    A model that has none gets a random-weight adapter of the toy-world recipe's shape: what it
+    costs does not depend on what it learned.
+    """
+    from model import lora
+    from train.recipes import TOY_WORLD_LORA
+
+    def view(adapter: str | None) -> VideoLlama:
+        parts = {name: getattr(model, name) for name in (*TRAINABLE, "vision_encoder", "ln_vision",
+                                                          "image_qformer", "audio_encoder", "llm")}
+        out = VideoLlama(**parts).eval()
+        out.config, out.tokenizer, out.fingerprints = model.config, model.tokenizer, dict(model.fingerprints)
+        out.llm_adapter = adapter
+        return out
+
+    adapter = model.llm_adapter
+    if adapter is None:
+        adapter = "bench_random"
+        torch.manual_seed(0)
+        for name, p in lora.add_adapter(model.llm, TOY_WORLD_LORA, adapter):
+            with torch.no_grad():
+                if "lora_B" in name:
+                    p.normal_(0, 0.02)
+            p.requires_grad_(False)
+    return {"without adapter": view(None), "with adapter": view(adapter)}
+
+
+def adapter_cost(model: VideoLlama, video: Path, settings: GenerationSettings, repeats: int) -> dict:
+    """name -> cold first turns [(TTFT, tokens/s, tokens)], the two runs alternating."""
+    pair = adapter_pair(model)
+    runs: dict[str, list] = {name: [] for name in pair}
+    for _ in range(repeats):
+        for name, m in pair.items():
+            runs[name].append(cold_turn({name: m}, video, settings))
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)  # --model / --preset [--random-weights], as every command
@@ -121,6 +163,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--turns", type=int, default=3, help="earlier turns before the follow-up")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--no-adapter", action="store_true", help="skip the LoRA adapter's cost (part 4)")
     args = parser.parse_args()
     # A CPU bench: fp32 and the CPU unless asked otherwise.
     args.precision = "fp32" if args.precision == "auto" else args.precision
@@ -139,6 +182,7 @@ def main() -> int:
         cold = [cold_turn(single, video, settings) for _ in range(args.repeats)]
         follow = [follow_up(single, video, settings, args.turns) for _ in range(args.repeats)]
         after_a, after_b = shared_encoders(model, video, settings)
+        adapter_runs = adapter_cost(model, video, settings, args.repeats) if not args.no_adapter else {}
     ttft = statistics.median(c[0] for c in cold)
     tps = statistics.median(c[1] for c in cold)
     with_kv = statistics.median(f[0] for f in follow)
@@ -154,6 +198,11 @@ def main() -> int:
           f"{'OK' if statistics.median(ratios) <= 0.3 else 'MISSED'}")
     print(f"second checkpoint, same frozen encoders: encoder calls {after_a} -> {after_b}: "
           f"{extra} extra (target 0) {'OK' if extra == 0 else 'MISSED'}")
+    if adapter_runs:
+        print("LoRA adapter of the LLM (media turns), cold first turn, side by side:")
+        for label, runs in adapter_runs.items():
+            ttft, tps, n = (statistics.median(r[k] for r in runs) for k in range(3))
+            print(f"  {label:16s} TTFT {ttft:7.3f} s   {tps:6.1f} tokens/s (median {n} tokens)")
     return 0
 
 

@@ -150,9 +150,9 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
 # attention projection lifts the frozen SmolLM2's per-skill answers from 0.43-0.75 to 0.89-1.00.
 TOY_WORLD_LORA = LoraSettings(rank=8, alpha=16.0, dropout=0.0, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
 TOY_WORLD_LORA_LR = 1e-3
-# The bundled model answers with greedy decoding: with the demo's temperature 1.0 it named the wrong
-# colour or pitch of ffmpeg-drawn clips in 4 of 16 questions, greedily in none (issue 23); the eval
-# prints accuracy with these defaults beside greedy.
+# The bundled model answers with greedy decoding: issue 23 reports it wrong on 4 of 16 ffmpeg-clip
+# questions with the demo's temperature 1.0 and on none greedily; the eval prints accuracy with the
+# folder's defaults beside greedy (with_defaults), to re-check after retraining.
 TOY_WORLD_GENERATION = GenerationSettings(do_sample=False)
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,6 +31,13 @@ MODES = (MODE_AV, MODE_VISION, MODE_AUDIO)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".flac", ".ogg", ".oga", ".opus", ".aac"}
 
+# Sessions (tabs, API clients) of one engine that keep a conversation: each holds its decoded
+# media (a few MB for 8 frames, ~25 MB for 32 at 224 px) for as long as Gradio keeps the tab's
+# state (hours). The least recently used beyond this count lose theirs and are told so.
+MAX_LIVE_SESSIONS = 64
+EXPIRED = ("This conversation expired: the server keeps the {n} most recently used conversations "
+           "and this one was the oldest. Load the file again to start a new conversation")
+
 # The API's optional settings: GenerationSettings fields plus these media and conversation options.
 MEDIA_SETTING_KEYS = ("mode", "num_frames", "model", "system")
 
@@ -45,6 +55,7 @@ class ChatSession:
     turns: list[list[str]] = field(default_factory=list)  # [question, answer] pairs
     mode_forced: bool = False  # the file allowed one mode only (the page greyed the choice)
     system: str | None = None  # the system prompt of new conversations (None: the model's default)
+    expired: bool = False  # its conversation was dropped by LiveSessions (the page says so)
 
     def messages(self) -> list[dict[str, str]]:
         """The chat history in Gradio's messages format."""
@@ -53,6 +64,56 @@ class ChatSession:
             out.append({"role": "user", "content": question})
             out.append({"role": "assistant", "content": answer})
         return out
+
+
+class LiveSessions:
+    """The sessions holding a conversation on one engine, at most ``max_items``: the least
+    recently used beyond that loses its conversation (media, KV cache) and is marked expired."""
+
+    def __init__(self, max_items: int):
+        if max_items < 1:
+            raise ValueError(f"at least one live session is needed, got {max_items}")
+        self.max_items = max_items
+        self._sessions: OrderedDict[int, ChatSession] = OrderedDict()  # id(session) -> session
+        self._lock = threading.Lock()
+
+    def touch(self, engine, session: ChatSession) -> None:
+        """``session`` holds a conversation and was just used; expire the oldest beyond the limit."""
+        with self._lock:
+            self._sessions[id(session)] = session
+            self._sessions.move_to_end(id(session))
+            dropped = [self._sessions.popitem(last=False)[1] for _ in range(len(self._sessions) - self.max_items)]
+        for old in dropped:  # outside the lock: clear() waits for a running answer to stop
+            if old.conv is not None:
+                engine.clear(old.conv)
+                old.conv, old.media, old.expired = None, None, True
+
+    def discard(self, session: ChatSession) -> None:
+        with self._lock:
+            self._sessions.pop(id(session), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+
+_live: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> its LiveSessions
+_live_lock = threading.Lock()
+
+
+def live_sessions(engine) -> LiveSessions:
+    """The ``LiveSessions`` of ``engine`` (made on first use; goes with the engine)."""
+    with _live_lock:
+        if engine not in _live:
+            _live[engine] = LiveSessions(MAX_LIVE_SESSIONS)
+        return _live[engine]
+
+
+def no_conversation(engine, session: ChatSession) -> str:
+    """Why ``session`` cannot take a question: it expired, or no file was loaded yet."""
+    if session.expired:
+        return EXPIRED.format(n=live_sessions(engine).max_items)
+    return "Upload a video, an image or an audio file first (or pick an example)."
 
 
 def error_text(err: Exception) -> str:
@@ -77,8 +138,10 @@ def media_kind(path: str | Path) -> str:
 
 def close_session(engine, session: ChatSession | None) -> None:
     """Free a finished tab's conversation (Gradio calls this when the tab's state expires)."""
-    if session is not None and session.conv is not None:
-        engine.clear(session.conv)
+    if session is not None:
+        live_sessions(engine).discard(session)
+        if session.conv is not None:
+            engine.clear(session.conv)
 
 
 def state_closer(close: Callable[[Any, Any], None], engine) -> Callable[[Any], None]:
@@ -113,11 +176,13 @@ def _attach(engine, session: ChatSession) -> Any:
     session.conv = engine.new_conversation(session.model, session.system)
     session.turns = []
     session.media = None
+    session.expired = False
     use_audio = session.mode != MODE_VISION
     # The loader finds the kind from the content; only a video's soundtrack alone is asked for.
     kind = "audio" if session.mode == MODE_AUDIO and media_kind(session.media_path) == "video" else None
     session.media = engine.attach_media(session.conv, session.media_path, kind=kind,
                                         use_audio=use_audio, num_frames=session.num_frames)
+    live_sessions(engine).touch(engine, session)
     return session.media
 
 
@@ -251,11 +316,12 @@ def ask(engine, session: ChatSession | None, question: str,
     session = session or ChatSession()
     question = (question or "").strip()
     if session.conv is None:
-        yield session, "⚠️ Upload a video, an image or an audio file first (or pick an example)."
+        yield session, f"⚠️ {no_conversation(engine, session)}."
         return
     if not question:
         yield session, "⚠️ Type a question first."
         return
+    live_sessions(engine).touch(engine, session)
     session.turns.append([question, ""])
     yield session, ""
     try:
@@ -268,9 +334,13 @@ def ask(engine, session: ChatSession | None, question: str,
 def regenerate(engine, session: ChatSession | None,
                settings: GenerationSettings) -> Iterator[tuple[ChatSession, str]]:
     session = session or ChatSession()
+    if session.conv is None and session.expired:
+        yield session, f"⚠️ {no_conversation(engine, session)}."
+        return
     if session.conv is None or not session.turns:
         yield session, "⚠️ There is no answer to regenerate yet."
         return
+    live_sessions(engine).touch(engine, session)
     previous = session.turns[-1][1]
     session.turns[-1][1] = ""
     yield session, ""
@@ -372,6 +442,8 @@ def api_chat(engine, session: ChatSession | None, media_path: str | None, questi
                                      media_opts.get("model"))
         if session.conv is None:
             raise ValueError(status.note.removeprefix("⚠️ "))
+    elif session.conv is None and session.expired:
+        raise ValueError(no_conversation(engine, session) + " (send the media file with the question)")
     elif session.conv is None:
         raise ValueError("send a media file (video, image or audio) with the first question")
     answer = ""

@@ -57,6 +57,9 @@ def load_models(folders: list[Path], precision: str, device: str | None) -> dict
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
+    from model.chat import heap
+
+    heap.limit_arenas()  # before torch, the engine and Gradio start threads (model/chat/heap.py)
     if args.api_url:
         return run_remote(args)
     folders = model_folders(args)

@@ -22,6 +22,7 @@ import gradio as gr  # noqa: E402
 from app import compare, handlers, inspect_view  # noqa: E402
 from app.handlers import MODE_AV, MODES  # noqa: E402
 from app.votes import VoteLog  # noqa: E402
+from model.chat import heap  # noqa: E402
 from model.media import MAX_FRAMES, LoadOptions  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -112,7 +113,10 @@ def _media_outputs(session: handlers.ChatSession, status: handlers.MediaStatus) 
 def _on_media(engine, session, path, mode, num_frames, model):
     if not path and session is not None and session.media_path:
         return (gr.skip(),) * 8  # a cleared upload box keeps the loaded file
-    session, status = handlers.load_media(engine, session, path, mode, num_frames, model)
+    try:
+        session, status = handlers.load_media(engine, session, path, mode, num_frames, model)
+    finally:
+        heap.release_free_memory()  # decoding's buffers are freed: give the pages back
     return _media_outputs(session, status)
 
 
@@ -123,13 +127,19 @@ def _on_mode(engine, session, mode, num_frames):
 
 def _on_ask(engine, session, question, *gen):
     settings = _settings(*gen)
-    for current, notice in handlers.ask(engine, session, question, settings):
-        yield current, current.messages(), notice, ("" if not notice else gr.skip())
+    try:
+        for current, notice in handlers.ask(engine, session, question, settings):
+            yield current, current.messages(), notice, ("" if not notice else gr.skip())
+    finally:
+        heap.release_free_memory()  # the request's buffers are freed: give the pages back
 
 
 def _on_regenerate(engine, session, *gen):
-    for current, notice in handlers.regenerate(engine, session, _settings(*gen)):
-        yield current, current.messages(), notice
+    try:
+        for current, notice in handlers.regenerate(engine, session, _settings(*gen)):
+            yield current, current.messages(), notice
+    finally:
+        heap.release_free_memory()
 
 
 def _on_system(engine, session, text):
@@ -147,6 +157,8 @@ def _on_api(engine, session, media, question, settings):
         yield from handlers.api_chat(engine, session, media, question, settings)
     except ValueError as err:
         raise gr.Error(str(err)) from err
+    finally:
+        heap.release_free_memory()
 
 
 # -- layout ---------------------------------------------------------------------------

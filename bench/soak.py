@@ -10,6 +10,10 @@ about the bundled examples (new file or follow-up), random-byte uploads, bad set
 requests cancelled mid-answer; each thread starts a fresh client (a new server session) every
 ``--session-every`` requests. Resident memory (VmRSS) of the app is printed every 100 requests;
 the target is no growth beyond 10% after the first 100.
+
+``--probe`` also reports where the memory goes after 100 requests and at the end (Python heap
+by line, objects by type, malloc in use vs. free, Gradio sessions, engine caches;
+``bench/soak_probe.py``). Tracing makes the app slower and a little larger.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -26,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
+PROBE_FILE = Path("/tmp/videollama-soak/probe.txt")
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -36,8 +42,11 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 # -- the server side (child process) ---------------------------------------------------------------
-def serve(port: int) -> None:
+def serve(port: int, probe: bool = False) -> None:
     """Start the app stage by stage, printing the RSS each stage adds, then serve until killed."""
+    from model.chat import heap
+
+    heap.limit_arenas()  # as app/main.py does first
     last = rss_mb()
     print(f"footprint: python interpreter            {last:7.0f} MB", flush=True)
 
@@ -68,6 +77,10 @@ def serve(port: int) -> None:
     stage("engine and page")
     serve_app(demo, host="127.0.0.1", port=port, block=False, quiet=True)
     stage("server started")
+    if probe:
+        from bench.soak_probe import Probe
+
+        Probe(PROBE_FILE, demo, engine).install()
     print("ready", flush=True)
     while True:
         time.sleep(3600)
@@ -150,6 +163,15 @@ def config_seconds(url: str, n: int = 5) -> float:
     return statistics.median(times)
 
 
+def _print_probe(child: subprocess.Popen, timeout: float = 300) -> None:
+    """Ask the app for its last probe report and print both (the first was asked for at 100)."""
+    child.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and PROBE_FILE.read_text().count("== probe report") < 2:
+        time.sleep(1)
+    print(PROBE_FILE.read_text(), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
@@ -157,16 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session-every", type=int, default=10, help="requests per client session")
     parser.add_argument("--port", type=int, default=7957)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe", action="store_true",
+                        help="trace the app's memory (tracemalloc, gc, malloc) after 100 requests and at the end "
+                             "(bench/soak_probe.py; slower)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.port)
+        serve(args.port, args.probe)
         return 0
 
     work = Path("/tmp/videollama-soak")
     work.mkdir(parents=True, exist_ok=True)
     print(f"(the app's own log: {work / 'server.log'})")
-    child = subprocess.Popen([sys.executable, "-m", "bench.soak", "--serve", "--port", str(args.port)],
+    child = subprocess.Popen([sys.executable, "-m", "bench.soak", "--serve", "--port", str(args.port),
+                              *(["--probe"] if args.probe else [])],
                              cwd=ROOT, stdout=subprocess.PIPE, text=True, stderr=(work / "server.log").open("w"),
                              env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     try:
@@ -187,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         def report(n: int) -> None:
             if n % 100 == 0:
                 marks[n] = rss_mb(child.pid)
+                if args.probe and n == 100:
+                    child.send_signal(signal.SIGUSR1)
+                vs_100 = f", {100 * (marks[n] - marks[100]) / marks[100]:+.1f}% vs 100" if n > 100 else ""
                 print(f"rss: after {n:5d} requests {marks[n]:7.0f} MB  ({time.perf_counter() - start:5.0f} s, "
-                      f"{dict(sorted(soak.outcomes.items()))})", flush=True)
+                      f"{dict(sorted(soak.outcomes.items()))}{vs_100})", flush=True)
 
         threads = [threading.Thread(target=soak.run_thread, args=(args.requests, args.seed + i, report))
                    for i in range(args.clients)]
@@ -198,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             t.join()
         time.sleep(2)
         final = rss_mb(child.pid)
+        if args.probe:
+            _print_probe(child)
         base = marks.get(100, marks[0])
         print(f"rss: final {final:.0f} MB; growth after the first 100 requests {100 * (final - base) / base:+.1f}% "
               f"(target at most +10%); peak of the marks {max([*marks.values(), final]):.0f} MB")

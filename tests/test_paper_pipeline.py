@@ -97,3 +97,21 @@ def test_caption_and_conversation_examples_supervise_only_the_text(data_root, in
     assert [a.strip() for a in answers] == ["Grey. </s>", "No. </s>"]
     al = paper_pipeline.record_example(by_name["llava_instruct"], spec2, tok, "llama2", None, "audio")
     assert "audio" in al.pieces and "video" not in al.pieces
+
+
+def test_paper_stage_with_lora_switched_on_saves_a_trained_adapter(data_root, init_folder, tmp_path):
+    """``--set lora.rank=4`` on a paper recipe: the adapter trains beside the Q-Former and the final
+    folder carries it (peft format), loadable as any folder."""
+    from model import lora
+    from model.weights.checkpoint import load_model
+    from train.overrides import apply_overrides
+
+    torch.manual_seed(0)
+    recipe = _tiny_run("vl-stage2")
+    apply_overrides(recipe, ["lora.rank=4", "lora.target_modules=q_proj,v_proj"])
+    final = paper_pipeline.run_paper_stage(recipe, tmp_path / "out", init_folder, data_root)
+    assert json.loads((final / "config.json").read_text())["llm_adapter"] == "llm_adapter"
+    (final / "llm").symlink_to(init_folder / "llm")  # the init folder's LLM, by the same relative path
+    loaded = load_model(final, precision="fp32", device="cpu")
+    state = lora.adapter_state(loaded.llm, loaded.llm_adapter)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in state.items())  # B left zero: it trained

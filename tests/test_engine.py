@@ -370,3 +370,22 @@ def test_frame_count_is_limited_by_the_models_frame_positions(model, media):
     for bad in (9, 0, "4", 2.5):
         with pytest.raises(BadRequest, match="num_frames must be between 1 and 8"):
             engine.attach_media(engine.new_conversation(), media / "av.mp4", num_frames=bad)
+
+
+def test_decoded_media_cache_is_bounded_by_bytes_not_only_by_count(model, media, monkeypatch):
+    import model.chat.engine as engine_module
+
+    engine = ChatEngine({"m": model}, media_cache_items=32)
+    try:
+        engine.attach_media(engine.new_conversation(), media / "av.mp4")
+        one_file = engine.loaded.bytes
+        assert 0 < one_file <= engine_module.MEDIA_CACHE_BYTES  # the default budget keeps a clip
+    finally:
+        engine.close()
+    monkeypatch.setattr(engine_module, "MEDIA_CACHE_BYTES", one_file - 1)
+    small = ChatEngine({"m": model}, media_cache_items=32)
+    try:
+        small.attach_media(small.new_conversation(), media / "av.mp4")
+        assert len(small.loaded) == 0 and small.loaded.bytes == 0  # over the byte budget: not kept
+    finally:
+        small.close()

@@ -41,6 +41,10 @@ from model.media import NO_SOUND_NOTE, LoadOptions, MediaError, check_path, load
 __all__ = ["BadRequest", "ChatEngine", "ChatError", "Conversation", "EngineBusy", "GenerationSettings", "TurnTrace"]
 
 MAX_QUESTION_CHARS = 20_000  # refuse pasted novels before tokenizing them
+# Byte budgets of the media caches: an entry is a few MB (8 frames) to ~100 MB (32 frames at
+# 224 px with float and uint8 copies), so the entry count alone does not bound memory.
+MEDIA_CACHE_BYTES = 256 << 20
+FEATURE_CACHE_BYTES = 128 << 20
 KV_CONVERSATIONS = 8  # conversations whose KV cache is kept (each can be ~1 GB on a 7B model)
 PREFIX_CACHES = 16  # KV caches of stateless requests kept for their follow-ups (same size caveat)
 
@@ -88,8 +92,8 @@ class ChatEngine:
         self.models = dict(models)
         self.model_names = list(self.models)
         self.media_options = media_options or LoadOptions()
-        self.features = FeatureCache(media_cache_items)  # frozen encoder outputs
-        self.loaded = LRUCache(media_cache_items)  # decoded media files
+        self.features = FeatureCache(media_cache_items, FEATURE_CACHE_BYTES)  # frozen encoder outputs
+        self.loaded = LRUCache(media_cache_items, MEDIA_CACHE_BYTES)  # decoded media files
         self._kv_owners = LRUCache(KV_CONVERSATIONS)  # conversation id -> conversation holding a KV cache
         self.prefixes = PrefixStore(prefix_cache_items)  # KV caches of finished stateless requests
         self.cancelled_requests = 0  # requests stopped before their answer ended (cancel, disconnect)

@@ -13,7 +13,7 @@ the target is no growth beyond 10% after the first 100.
 
 ``--probe`` also reports where the memory goes after 100 requests and at the end (Python heap
 by line, objects by type, malloc in use vs. free, Gradio sessions, engine caches;
-``bench/soak_probe.py``). Tracing makes the app slower and a little larger.
+``bench/_soak_probe.py``). Tracing makes the app slower and a little larger.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def serve(port: int, probe: bool = False) -> None:
     serve_app(demo, host="127.0.0.1", port=port, block=False, quiet=True)
     stage("server started")
     if probe:
-        from bench.soak_probe import Probe
+        from bench._soak_probe import Probe
 
         Probe(PROBE_FILE, demo, engine).install()
     print("ready", flush=True)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probe", action="store_true",
                         help="trace the app's memory (tracemalloc, gc, malloc) after 100 requests and at the end "
-                             "(bench/soak_probe.py; slower)")
+                             "(bench/_soak_probe.py; slower)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.serve:

@@ -47,11 +47,10 @@ from train.toy_pipeline import (
     caption_examples,
     instruct_examples,
     match_word_scale,
-    precompute,
     run_lm_stage,
 )
 from train.trainer import make_accelerator
-from train.world.pool import render_pool
+from train.world.pool import precompute, render_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 

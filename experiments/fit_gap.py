@@ -26,8 +26,8 @@ import torch
 from model.weights.checkpoint import load_model
 from train import stages
 from train.recipes import toy_world
-from train.toy_pipeline import instruct_examples, precompute
-from train.world.pool import render_pool
+from train.toy_pipeline import instruct_examples
+from train.world.pool import precompute, render_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 

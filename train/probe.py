@@ -202,8 +202,7 @@ def save_report(rows: list[ProbeRow], folder: Path, header: str = "") -> None:
 
 def probe_model(model, clips: int, steps: int, seed: int = PROBE_SEED) -> list[ProbeRow]:
     """Render ``clips`` held-out clips, encode them with ``model``'s frozen encoders, probe."""
-    from train.toy_pipeline import precompute
-    from train.world.pool import render_pool
+    from train.world.pool import precompute, render_pool
 
     pool = render_pool(model.config, clips, seed)
     feats = precompute(model, pool)

@@ -21,7 +21,7 @@ from model.video_llama import build_model
 from train import llm_lora, stage0, stages
 from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
-from train.world.pool import POSITION_BINS, Pool, corrupt_objects, describe_objects, render_pool
+from train.world.pool import POSITION_BINS, Pool, corrupt_objects, describe_objects, precompute, render_pool
 from train.world.qa import SOUND_SKILLS, frame_scene, image_caption, image_qa
 from train.world.scene import COLOURS, SHAPES
 
@@ -153,17 +153,6 @@ def run_probe(model, recipe: Recipe, folder: Path) -> None:
 
 
 # -- frozen features -------------------------------------------------------------------------
-@torch.no_grad()
-def precompute(model, pool: Pool, chunk: int = 32) -> dict[str, torch.Tensor]:
-    """Frozen-encoder outputs of every clip: video (N, T, Qi, H) and audio (N, C, E), fp16."""
-    video, audio = [], []
-    for i in range(0, len(pool.scenes), chunk):
-        frames = pool.frames[i:i + chunk]  # (b, T, S, S, 3)
-        b, T = frames.shape[:2]
-        x = normalise(frames.flatten(0, 1).numpy()).view(b, T, 3, *frames.shape[2:4])  # (b, T, 3, S, S)
-        video.append(model.encode_frames(x).cpu().half())
-        audio.append(model.encode_clips(pool.fbank[i:i + chunk].float()).cpu().half())
-    return {"video": torch.cat(video), "audio": torch.cat(audio)}
 
 
 # -- stages 1 and 2 --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from model.config import VideoLlamaConfig
+from model.media.common import normalise
 from train.world.qa import QA, _sound_sentence, captions, make_qa
 from train.world.render import render_arrays
 from train.world.scene import Scene, WorldConfig, sample_scene, scene_rng
@@ -189,3 +190,16 @@ def render_pool(model_cfg: VideoLlamaConfig, n: int, seed: int, split: str = "tr
     return Pool(scenes=scenes, frames=torch.stack(frames), frame_texts=ftexts, frame_objs=fobjs,
                 fbank=torch.stack(fbanks), sound_texts=stexts, video_captions=vcaps, sound_captions=scaps, qas=qas,
                 frame_times=times)
+
+
+@torch.no_grad()
+def precompute(model, pool: Pool, chunk: int = 32) -> dict[str, torch.Tensor]:
+    """Frozen-encoder outputs of every clip: video (N, T, Qi, H) and audio (N, C, E), fp16."""
+    video, audio = [], []
+    for i in range(0, len(pool.scenes), chunk):
+        frames = pool.frames[i:i + chunk]  # (b, T, S, S, 3)
+        b, T = frames.shape[:2]
+        x = normalise(frames.flatten(0, 1).numpy()).view(b, T, 3, *frames.shape[2:4])  # (b, T, 3, S, S)
+        video.append(model.encode_frames(x).cpu().half())
+        audio.append(model.encode_clips(pool.fbank[i:i + chunk].float()).cpu().half())
+    return {"video": torch.cat(video), "audio": torch.cat(audio)}

@@ -35,8 +35,8 @@ import re
 import time
 from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -47,7 +47,7 @@ from model.config import VideoLlamaConfig
 from model.llm import load_llm
 from train import stages
 from train.recipes import YES_NO_ANSWERS
-from train.toy_pipeline import instruct_examples
+from train.toy_pipeline import clip_conversations
 from train.world.qa import QA, make_qa, score_answer
 from train.world.scene import sample_scene, scene_rng
 
@@ -81,8 +81,9 @@ def scene_set(tokenizer, cfg, seed: int, n: int, form: str, yes_no_answers: str 
         if form == "structured":
             text["video"] = structured_text(scene)
         texts.append({k: tokenizer(f" {v} ", add_special_tokens=False).input_ids for k, v in text.items()})
-    examples = instruct_examples(SimpleNamespace(qas=qas), tokenizer, cfg, max_turns=1,
-                                 yes_no_answers=yes_no_answers)
+    rng = np.random.default_rng(0)  # instruct_examples' default seed
+    examples = [ex for i, clip_qas in enumerate(qas)
+                for ex in clip_conversations(tokenizer, cfg, i, clip_qas, rng, yes_no_answers=yes_no_answers)]
     return [ex for ex in examples if ex.meta["skill"] != "description"], texts
 
 

@@ -398,24 +398,35 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
     for i, qas in enumerate(pool.qas):
         if image_share and image_rng.random() < image_share:
             out += _image_conversations(pool, tokenizer, cfg, i, image_rng, max_turns, yes_no_answers)
-        short = []
-        for qa in qas:
-            if qa.skill == "description":
-                if i % 3 == 0:  # long answers, not a scored skill: keep a third of them
-                    out.append(_conversation(tokenizer, cfg, i, [qa], yes_no_answers))
-            else:
-                short.append(qa)
-        for qas in _packed(short, rng, max_turns):
-            # Drawn only when asked for, so the default recipe's examples stay as they were.
-            if no_sound_share and rng.random() < no_sound_share:
-                seen = [qa for qa in qas if qa.skill not in SOUND_SKILLS]
-                heard = [qa for qa in qas if qa.skill in SOUND_SKILLS]
-                if seen:
-                    message = frame_message(pool.frame_times[i])
-                    out.append(_conversation(tokenizer, cfg, i, seen, yes_no_answers, frame_message=message))
-                    qas = heard
-            if qas:
-                out.append(_conversation(tokenizer, cfg, i, qas, yes_no_answers))
+        frame_times = pool.frame_times[i] if no_sound_share else None
+        out += clip_conversations(tokenizer, cfg, i, qas, rng, max_turns, yes_no_answers, no_sound_share, frame_times)
+    return out
+
+
+def clip_conversations(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, rng: np.random.Generator,
+                       max_turns: int = 1, yes_no_answers: str = "verdict", no_sound_share: float = 0.0,
+                       frame_times: list[float] | None = None) -> list[stages.Example]:
+    """Stage-2 conversations about one clip's questions (``instruct_examples`` without the still
+    images); ``frame_times`` (the clip's sampled frame times) is needed when ``no_sound_share`` > 0."""
+    out = []
+    short = []
+    for qa in qas:
+        if qa.skill == "description":
+            if clip % 3 == 0:  # long answers, not a scored skill: keep a third of them
+                out.append(_conversation(tokenizer, cfg, clip, [qa], yes_no_answers))
+        else:
+            short.append(qa)
+    for turn_qas in _packed(short, rng, max_turns):
+        # Drawn only when asked for, so the default recipe's examples stay as they were.
+        if no_sound_share and rng.random() < no_sound_share:
+            seen = [qa for qa in turn_qas if qa.skill not in SOUND_SKILLS]
+            heard = [qa for qa in turn_qas if qa.skill in SOUND_SKILLS]
+            if seen:
+                message = frame_message(frame_times)
+                out.append(_conversation(tokenizer, cfg, clip, seen, yes_no_answers, frame_message=message))
+                turn_qas = heard
+        if turn_qas:
+            out.append(_conversation(tokenizer, cfg, clip, turn_qas, yes_no_answers))
     return out
 
 

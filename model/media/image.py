@@ -6,6 +6,7 @@ image, only its first frame is used.
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 
@@ -48,6 +49,11 @@ def _probe_huge_image(path: str) -> tuple[str, int, int, int] | None:
             fp.seek(0)
             try:
                 img = factory(fp, path)
+            except Image.DecompressionBombError as err:
+                # Some plugins (GIF) run the size guard inside their own header read, so the
+                # size never reaches us; Pillow's message carries the pixel count.
+                raise MediaTooLarge(f"{os.path.basename(path)} reads as a {fmt} image too large to open ({err}); "
+                                    "scale it down, or check that the file is what its name says") from None
             except (SyntaxError, OSError, ValueError, IndexError, TypeError, struct.error):
                 continue
             return fmt, img.width, img.height, 1

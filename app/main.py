@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from model.commands import common
-from model.commands.common import add_model_arguments, missing_message, model_folders, unique_names
+from model.commands.common import add_model_arguments, first_missing, missing_message, model_folders, unique_names
 
 __all__ = ["add_arguments", "load_models", "main", "missing_message", "model_folders", "precision_of", "unique_names"]
 
@@ -62,12 +62,10 @@ def main(args: argparse.Namespace) -> int:
     heap.limit_arenas()  # before torch, the engine and Gradio start threads (model/chat/heap.py)
     if args.api_url:
         return run_remote(args)
-    folders = model_folders(args)
-    for folder in folders if not args.random_weights else []:
-        problem = missing_message(folder)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
+    problem = first_missing(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from app.ui import build_demo, serve
     from model.chat.engine import ChatEngine
 
@@ -75,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         if args.random_weights:
             models = common.load_models(args)
         else:
-            models = load_models(folders, precision_of(args), args.device)
+            models = load_models(model_folders(args), precision_of(args), args.device)
     except (FileNotFoundError, ValueError) as err:  # checkpoint errors say what to run
         print(f"error: {err}", file=sys.stderr)
         return 2

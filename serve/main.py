@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from model.commands.common import add_model_arguments, missing_message, model_folders
+from model.commands.common import add_model_arguments, first_missing
 from serve.app import MAX_BODY_BYTES, Backend, build_app
 from serve.loading import build_engine
 from serve.media import FETCH_TIMEOUT_S, MAX_MEDIA_BYTES, MediaPolicy
@@ -64,12 +64,10 @@ def uses_ray(args: argparse.Namespace) -> bool:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    folders = model_folders(args)
-    for folder in folders if not args.random_weights else []:
-        problem = missing_message(folder)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
+    problem = first_missing(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if uses_ray(args):
         from serve.ray_app import run_replicas
 

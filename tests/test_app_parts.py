@@ -114,3 +114,14 @@ def test_missing_weights_say_what_to_run(tmp_path, capsys):
     assert main(_args("--model", str(tmp_path / "nowhere"))) == 2
     err = capsys.readouterr().err
     assert "no config.json" in err and "launch.py convert" in err
+
+
+def test_first_missing_names_the_first_absent_folder_unless_weights_are_random(tmp_path):
+    from model.commands.common import first_missing
+
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "config.json").write_text("{}")
+    args = _args("--model", str(tmp_path / "here"), "--model", str(tmp_path / "gone"))
+    assert str(tmp_path / "gone") in first_missing(args)
+    assert first_missing(_args("--model", str(tmp_path / "here"))) is None
+    assert first_missing(_args("--preset", "tiny", "--random-weights")) is None

@@ -55,6 +55,15 @@ def model_folders(args: argparse.Namespace) -> list[Path]:
     return folders or [DEFAULT_MODEL]
 
 
+def first_missing(args: argparse.Namespace) -> str | None:
+    """What to run for the first model folder named by ``args`` that is not there (None when all
+    look complete, or when ``--random-weights`` needs no folder): commands check this before the
+    slow imports."""
+    if getattr(args, "random_weights", False):
+        return None
+    return next(filter(None, map(missing_message, model_folders(args))), None)
+
+
 def missing_message(folder: Path) -> str | None:
     """What to run when a model folder is not there (None when it looks complete)."""
     if (folder / "config.json").is_file():
@@ -129,11 +138,10 @@ def load_models(args: argparse.Namespace) -> dict:
             raise ValueError("--random-weights goes with --preset NAME (and no --model): it replaces the "
                              "preset's weights")
         return {name: random_model(VideoLlamaConfig.from_name(name)) for name in dict.fromkeys(args.preset)}
+    problem = first_missing(args)
+    if problem:
+        raise ModelMissing(problem)
     folders = model_folders(args)
-    for folder in folders:
-        problem = missing_message(folder)
-        if problem:
-            raise ModelMissing(problem)
     return {name: load_model(folder, precision=args.precision, device=args.device)
             for name, folder in zip(unique_names(folders), folders, strict=True)}
 

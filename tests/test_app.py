@@ -51,6 +51,19 @@ def test_follow_up_keeps_the_clients_conversation_and_tabs_are_isolated(served, 
         stranger.predict(None, "And which way does it move?", GREEDY, api_name="/chat")
 
 
+def test_concurrent_tabs_each_get_their_own_answer(served):
+    # Sampled with a seed per tab, so each tab's answer is its own (a tiny random model answers
+    # greedily the same whatever the question): an answer sent to the wrong tab fails below.
+    settings = [{"do_sample": True, "temperature": 2.0, "seed": i, "max_new_tokens": 16} for i in range(3)]
+    expected = [Client(served[1], verbose=False).predict(handle_file(str(CLIP)), "Describe it.", s, api_name="/chat")
+                for s in settings]
+    assert len(set(expected)) == len(expected), expected
+    tabs = [Client(served[1], verbose=False) for _ in settings]
+    jobs = [tab.submit(handle_file(str(CLIP)), "Describe it.", s, api_name="/chat")
+            for tab, s in zip(tabs, settings, strict=True)]
+    assert [job.result(timeout=120) for job in jobs] == expected
+
+
 def test_settings_choose_model_and_frames(served, client):
     engine = served[0]
     before = engine.encoder_calls["vision"]

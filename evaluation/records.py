@@ -24,9 +24,10 @@ class Question:
     """One question about one media file, as a benchmark defines it.
 
     ``options`` is empty for open-ended questions; for multiple choice it holds the option
-    texts in order (A, B, ...) and ``answer_index`` the right one. ``prompt`` is the text the
-    model is asked (the benchmark's own prompt format, options included); ``question`` is the
-    bare question (what the judge and the tables show).
+    texts in order (A, B, ...) and ``answer_index`` the right one, or None when the benchmark
+    keeps its key private (EgoSchema beyond its public subset): asked and recorded, not scored.
+    ``prompt`` is the text the model is asked (the benchmark's own prompt format, options
+    included); ``question`` is the bare question (what the judge and the tables show).
     """
 
     benchmark: str  # "msvd-qa", "mvbench", "video-mme", "toy-world", ...
@@ -44,7 +45,7 @@ class Question:
 
     def __post_init__(self) -> None:
         if self.options:
-            if self.answer_index is None or not 0 <= self.answer_index < len(self.options):
+            if self.answer_index is not None and not 0 <= self.answer_index < len(self.options):
                 raise ValueError(f"question {self.qid!r}: the answer is not one of its {len(self.options)} options")
             if self.mc_rule not in MC_RULES:
                 raise ValueError(f"question {self.qid!r}: mc_rule must be one of {MC_RULES}")

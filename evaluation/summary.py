@@ -89,6 +89,8 @@ def summarize(records: list[AnswerRecord], models: list[str] | None = None) -> d
     for r in records:
         for column in columns_of(r, multi):
             counts[r.model][column][r.status] += 1
+            if r.verdicts.get("unscored"):  # a key the benchmark keeps private (EgoSchema)
+                counts[r.model][column]["unscored"] += 1
             if r.status == "answered":
                 for name, value in metric_values(r).items():
                     values[name][r.model][column].append(value)
@@ -129,7 +131,7 @@ def markdown(summary: dict) -> str:
             cells = per_model.get(model, {})
             parts.append(f"| {model} | " + " | ".join(_cell(cells.get(c), kind) for c in columns) + " |")
         parts.append("")
-    parts.append("### questions per model (answered / missing or bad media)\n")
+    parts.append("### questions per model (answered / missing or bad media; unscored: no local answer key)\n")
     columns = sorted({c for per in summary["counts"].values() for c in per})
     parts.append("| model | " + " | ".join(columns) + " |")
     parts.append("|---" * (len(columns) + 1) + "|")
@@ -138,7 +140,8 @@ def markdown(summary: dict) -> str:
         cells = []
         for c in columns:
             got = per.get(c, {})
-            cells.append(f"{got.get('answered', 0)} / {got.get('missing_media', 0) + got.get('bad_media', 0)}")
+            cell = f"{got.get('answered', 0)} / {got.get('missing_media', 0) + got.get('bad_media', 0)}"
+            cells.append(cell + (f" ({got['unscored']} unscored)" if got.get("unscored") else ""))
         parts.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(parts) + "\n"
 

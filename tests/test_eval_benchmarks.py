@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from evaluation.ranking import bradley_terry, rank, to_elo
-from evaluation.readers import SUITES, mvbench, videochatgpt, videomme
-from evaluation.records import Question
+from evaluation.readers import SUITES, egoschema, mvbench, nextqa, videochatgpt, videomme
+from evaluation.records import AnswerRecord, Question
 from evaluation.scoring import score
 from evaluation.scoring.choice import extract_choice, mvbench_official, videomme_official
 from evaluation.scoring.judge import Judge, parse_reply
 from evaluation.scoring.open_ended import string_match
+from evaluation.summary import markdown, summarize
 from tests import media_factory
 
 
@@ -137,6 +138,100 @@ def test_videomme_reader_reads_the_official_nested_json(tmp_path):
                                                        "choices": ["A. x", "B. y", "C. z", "D. w"]}]}])
     (q,) = videomme.read(tmp_path)
     assert (q.task, q.answer_index, Path(q.media).is_file()) == ("long", 3, True)
+
+
+def _scored(q: Question, reply: str) -> AnswerRecord:
+    """The answer line the runner writes for ``reply`` (no model needed to test the scoring)."""
+    verdicts, extracted = score(q, reply)
+    return AnswerRecord(model="m", key=q.key, benchmark=q.benchmark, task=q.task, question=q.question,
+                        reference=q.reference, media=q.media, answer=reply, verdicts=verdicts, extracted=extracted)
+
+
+NEXTQA_HEADER = "video,frame_count,width,height,question,answer,qid,type,a0,a1,a2,a3,a4\n"
+
+
+def test_nextqa_reader_reads_the_csv_finds_videos_through_the_map_and_groups_the_types(tmp_path):
+    nextqa_dir = tmp_path / "dataset" / "nextqa"  # the repository's layout, NExTVideo/ at its root
+    _clip(tmp_path / "NExTVideo" / "1101" / "4010069381.mp4")
+    _clip(tmp_path / "NExTVideo" / "0016" / "2834146886.mp4")
+    nextqa_dir.mkdir(parents=True)
+    (nextqa_dir / "val.csv").write_text(
+        NEXTQA_HEADER
+        + "4010069381,369,640,480,how do the two man play the drums,3,6,CH,roll the handle,tap their feet,"
+          "strum the string,hit with sticks,pat with hand\n"
+        + "2834146886,1881,496,370,what does the dog do before going to the cushion,1,8,TP,drink again,"
+          "shake its body,smell the cat,wag its tail,lie down\n"
+        + "2834146886,1881,496,370,where is this video taken,0,9,DL,living room,park,beach,kitchen,garden\n"
+        + "9999999999,300,640,480,how many babies are there,2,0,DC,one,two,three,four,five\n")
+    _write(nextqa_dir / "map_vid_vidorID.json", {"4010069381": "1101/4010069381", "2834146886": "0016/2834146886",
+                                                 "9999999999": "0001/9999999999"})
+    questions = SUITES["nextqa"](nextqa_dir)
+    assert [(q.qid, q.task, q.meta["type"], q.answer_letter) for q in questions] == [
+        ("4010069381_6", "causal", "CH", "D"), ("2834146886_8", "temporal", "TN", "B"),
+        ("2834146886_9", "descriptive", "DL", "A"), ("9999999999_0", "descriptive", "DC", "C")]
+    assert [Path(q.media).is_file() for q in questions] == [True, True, True, False]  # the last: recorded missing
+    assert questions[0].media.endswith("NExTVideo/1101/4010069381.mp4") and questions[0].reference == "hit with sticks"
+    assert questions[0].prompt == mvbench.prompt_for("how do the two man play the drums", list(questions[0].options))
+    assert questions[0].prompt.endswith("(E) pat with hand\nOnly give the best option.")
+    assert questions[0].mc_rule == "mvbench"
+    (nextqa_dir / "test.csv").write_text(NEXTQA_HEADER + "4010069381,369,640,480,why is he here,0,1,CW,a,b,c,d,e\n")
+    (q,) = nextqa.read(nextqa_dir / "test.csv")  # another split: its CSV file's path
+    assert (q.qid, q.task, Path(q.media).is_file()) == ("4010069381_1", "causal", True)
+    (nextqa_dir / "test.csv").write_text(NEXTQA_HEADER + "4010069381,369,640,480,why,5,1,CW,a,b,c,d,e\n")
+    with pytest.raises(ValueError, match="not an option index"):
+        nextqa.read(nextqa_dir / "test.csv")
+    (nextqa_dir / "test.csv").write_text(NEXTQA_HEADER + "4010069381,369,640,480,why,0,1,XX,a,b,c,d,e\n")
+    with pytest.raises(ValueError, match="unknown question type"):
+        nextqa.read(nextqa_dir / "test.csv")
+
+
+def test_nextqa_summary_reports_each_group_and_the_whole_as_eval_mc_does(tmp_path):
+    nextqa_dir = tmp_path / "nextqa"
+    nextqa_dir.mkdir()
+    rows = ["1,9,6,4,why a,0,0,CW,x,y,z,u,v", "1,9,6,4,how b,1,1,CH,x,y,z,u,v", "1,9,6,4,what next,2,2,TN,x,y,z,u,v",
+            "1,9,6,4,what before,3,3,TP,x,y,z,u,v", "1,9,6,4,how many,4,4,DC,x,y,z,u,v"]
+    (nextqa_dir / "val.csv").write_text(NEXTQA_HEADER + "\n".join(rows) + "\n")
+    questions = nextqa.read(nextqa_dir)
+    replies = ["(A)", "(A)", "(C) z", "The answer is D", "E"]  # right, wrong, right, wrong (official), right
+    records = [_scored(q, reply) for q, reply in zip(questions, replies, strict=True)]
+    official = summarize(records)["metrics"]["official"]["m"]
+    assert {c: (cell["value"], cell["n"]) for c, cell in official.items()} == {
+        "nextqa/causal": (0.5, 2), "nextqa/temporal": (0.5, 2), "nextqa/descriptive": (1.0, 1), "nextqa/all": (0.6, 5)}
+    assert summarize(records)["metrics"]["corrected"]["m"]["nextqa/temporal"]["value"] == 1.0
+
+
+def _egoschema(tmp_path):
+    uids = ["001934bb-81bd-4cd8-a574-0472ef3f6678", "0074f737-11cb-497d-8d07-77c3a8127391",
+            "00b9a0de-c59e-49cb-a127-6081e2fb8c8e"]
+    _clip(tmp_path / "videos" / f"{uids[0]}.mp4")
+    _clip(tmp_path / "videos" / f"{uids[1]}.mp4")
+    _write(tmp_path / "questions.json", [
+        {"q_uid": uid, "google_drive_id": f"drive{i}", "question": f"What is c mainly doing in video {i}?",
+         **{f"option {k}": f"c does thing {k}{i}" for k in range(5)}} for i, uid in enumerate(uids)])
+    _write(tmp_path / "subset_answers.json", {uids[1]: 3, uids[2]: 0})  # the first question's key is private
+    return uids
+
+
+def test_egoschema_reader_keys_the_public_subset_and_leaves_the_rest_unscored(tmp_path):
+    uids = _egoschema(tmp_path)
+    questions = SUITES["egoschema"](tmp_path)
+    assert [(q.qid, q.answer_index, Path(q.media).is_file()) for q in questions] == [
+        (uids[0], None, True), (uids[1], 3, True), (uids[2], 0, False)]
+    private, public = questions[0], questions[1]
+    assert public.reference == "c does thing 31" and private.reference == ""
+    assert private.prompt.endswith("(E) c does thing 40\nOnly give the best option.")
+    assert score(private, "(B) c does thing 10") == ({"unscored": True}, {"corrected": "B"})
+    assert score(public, "(D)")[0]["official"] is True
+    records = [_scored(private, "(B)"), _scored(public, "D. c does thing 31")]
+    summary = summarize(records)
+    assert summary["metrics"]["official"]["m"]["egoschema"]["n"] == 1  # only the public key counts
+    assert summary["counts"]["m"]["egoschema"] == {"answered": 2, "unscored": 1}
+    assert "| m | 2 / 0 (1 unscored) |" in markdown(summary)
+    _write(tmp_path / "subset_answers.json", {uids[1]: 7})
+    with pytest.raises(ValueError, match="not an option index"):
+        egoschema.read(tmp_path)
+    (tmp_path / "subset_answers.json").unlink()
+    assert all(q.answer_index is None for q in egoschema.read(tmp_path))  # no key file: all unscored
 
 
 # -- scorers ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from evaluation.readers import mvbench, videochatgpt, videomme
+from evaluation.readers import egoschema, mvbench, nextqa, videochatgpt, videomme
 from evaluation.records import Question
 
 # --suite name -> reader. Plain data: the layouts themselves live in each module.
@@ -20,5 +20,7 @@ SUITES: dict[str, Callable[[Path], list[Question]]] = {
     "tgif-qa": videochatgpt.reader("tgif-qa"),
     "mvbench": mvbench.read,
     "video-mme": videomme.read,
+    "nextqa": nextqa.read,
+    "egoschema": egoschema.read,
 }
 assert set(videochatgpt.LAYOUTS) <= set(SUITES), "every Video-ChatGPT layout needs a suite name"

@@ -104,10 +104,14 @@ def extract_choice(answer: str, options: tuple[str, ...] | list[str]) -> int | N
 
 def score_choice(question: Question, answer: str) -> tuple[dict, dict]:
     """(verdicts, extracted) of one answer: the benchmark's official verdict (None: not counted
-    by the official rule), the corrected one, and whether the answer names no option."""
+    by the official rule), the corrected one, and whether the answer names no option. A question
+    without a local key (``answer_index`` None) gets only ``unscored`` and the option read, the
+    index a submission to the benchmark's own server needs."""
     picked = extract_choice(answer, question.options)
-    corrected = picked == question.answer_index
     extracted: dict[str, str | None] = {"corrected": None if picked is None else LETTERS[picked]}
+    if question.answer_index is None:
+        return {"unscored": True}, extracted
+    corrected = picked == question.answer_index
     if question.mc_rule == "mvbench":
         official: bool | None = mvbench_official(answer, question.answer_index)
     else:

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from model.weights import convert as conv
 from model.config import PRESETS, VideoLlamaConfig
 from model.video_llama import build_model
+from model.weights import convert as conv
 from model.weights.checkpoint import flat_dict, load_pth, model_dict, save_state_folder
 
 

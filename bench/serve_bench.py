@@ -72,16 +72,15 @@ def free_port() -> int:
 
 
 class Server:
-    """``launch.py serve`` in a subprocess, stopped (SIGINT: Ray goes down too) on exit."""
+    """``launch.py serve FLAGS`` on a free loopback port in a subprocess, its output in ``log_path``
+    (a file, not a pipe: Ray logs a lot and nobody reads a pipe); ``stop`` sends SIGINT, which
+    takes Serve and its local Ray instance down too. The slow Ray test uses it as well."""
 
-    def __init__(self, model: Path, mode: str, log_dir: Path, threads: int):
+    def __init__(self, flags: list[str], log_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (log_dir / f"serve-{mode}.log").open("w")
-        cmd = [sys.executable, "launch.py", "serve", "--model", str(model), "--port", str(self.port),
-               "--queue-size", "64", "--replica-cpus", "0.5", *MODE_FLAGS[mode]]
-        if "--threads" not in cmd:
-            cmd += ["--threads", str(threads)]
+        self.log = log_path.open("w")
+        cmd = [sys.executable, "launch.py", "serve", "--port", str(self.port), *flags]
         self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 400) -> None:
@@ -249,7 +248,10 @@ def main() -> None:
     try:
         follow_up(engine, args.repeats, args.max_tokens)
         for mode in args.modes.split(","):
-            server = Server(args.model, mode, logs, args.threads)
+            flags = ["--model", str(args.model), "--queue-size", "64", "--replica-cpus", "0.5", *MODE_FLAGS[mode]]
+            if "--threads" not in flags:
+                flags += ["--threads", str(args.threads)]
+            server = Server(flags, logs / f"serve-{mode}.log")
             try:
                 server.wait_ready()
                 if mode == "single":

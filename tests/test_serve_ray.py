@@ -5,24 +5,17 @@ the model (about a minute on 2 shared cores)."""
 from __future__ import annotations
 
 import concurrent.futures
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
+from bench.serve_bench import Server
 from model.chat.engine import ChatEngine
 from model.chat.generate import GenerationSettings
 from model.weights.checkpoint import load_model, save_model_folder
-from tests.app_helpers import IMAGE, free_port
+from tests.app_helpers import IMAGE
 from tests.serve_helpers import media_part
 from tests.tiny import tiny_llm_folder, tiny_model
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
@@ -36,22 +29,13 @@ def test_two_ray_serve_replicas_answer_through_the_proxy(tmp_path):
     expected = "".join(engine.ask(conv, "What?", GenerationSettings(max_new_tokens=12, temperature=0)))
     engine.close()
 
-    port = free_port()
-    log = (tmp_path / "serve.log").open("w")  # a file, not a pipe: Ray logs a lot and nobody reads a pipe
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--model", str(folder), "--replicas", "2",
-                               "--replica-cpus", "0.5", "--port", str(port)], cwd=ROOT,
-                              stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = Server(["--model", str(folder), "--replicas", "2", "--replica-cpus", "0.5"], tmp_path / "serve.log")
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if httpx.get(f"{base}/health", timeout=3).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        try:
+            server.wait_ready(timeout=150)
+        except RuntimeError:
+            pytest.fail((tmp_path / "serve.log").read_text()[-3000:])
+        base = server.url
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
         assert [m.id for m in client.models.list()] == ["tiny-folder"]
         messages = [{"role": "user", "content": [media_part("image", IMAGE), {"type": "text", "text": "What?"}]}]
@@ -70,10 +54,4 @@ def test_two_ray_serve_replicas_answer_through_the_proxy(tmp_path):
                                                 temperature=0, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected
     finally:
-        server.send_signal(signal.SIGINT)  # the command takes Serve and its local Ray instance down
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        server.stop()

@@ -33,7 +33,8 @@ WORKDIR /app
 COPY --chown=app:app . /app
 USER app
 
-EXPOSE 7860
+# 7860: the Gradio app (the default command); 8000: `python launch.py serve`, the OpenAI-compatible API.
+EXPOSE 7860 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
     CMD curl -fsS http://127.0.0.1:7860/ > /dev/null || exit 1
 CMD ["python", "launch.py", "--host", "0.0.0.0", "--port", "7860"]

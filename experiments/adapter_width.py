@@ -180,7 +180,8 @@ def main() -> None:
     specs = (shortened(s1, args.stage1_steps), shortened(s2, args.stage2_steps))
     acc = make_accelerator(specs[0].train)
     # Gradients pass through the frozen LLM, so it is loaded once, in the precision training uses.
-    source = load_model(args.model, device=acc.device,
+    # for_training: its own copies, since the adapters trained here must not reach shared encoders.
+    source = load_model(args.model, device=acc.device, for_training=True,
                         precision=stages.backprop_llm_precision(acc.device, "auto"))
     t0 = time.time()
     pool = render_pool(source.config, recipe.world["n_train"], recipe.world["seed"])

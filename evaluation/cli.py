@@ -5,15 +5,19 @@
     launch.py eval --suite toy-world [--json] [--split ...] [--no-sound] [--images] [--dump F]
     launch.py eval --suite toy-world --output DIR [--model DIR]...   (the toy world through the runner)
     launch.py eval compare RUN_A RUN_B
+    launch.py eval submission RUN      (EgoSchema: rewrite egoschema_submission.csv from RUN/answers.jsonl)
 
 Suites: ``toy-world`` and those in ``evaluation/readers/__init__.py`` (``SUITES``). Without
 ``--output`` the toy world prints its per-skill report as before (``evaluation/toy_world.py``);
 every other suite needs ``--data`` and writes a run folder (default ``runs/eval/<suite>``).
+An EgoSchema run also writes the Kaggle submission file beside its summary
+(``evaluation/submission.py``); ``eval submission RUN`` writes it again from the run's answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,9 +30,10 @@ CHECKPOINTS = ROOT / "checkpoints"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", default="run", choices=("run", "compare"),
-                        help="run (default) a suite, or compare two run folders")
-    parser.add_argument("runs", nargs="*", type=Path, help="compare: RUN_A RUN_B (run folders)")
+    parser.add_argument("action", nargs="?", default="run", choices=("run", "compare", "submission"),
+                        help="run (default) a suite, compare two run folders, or write a run's EgoSchema "
+                             "submission file")
+    parser.add_argument("runs", nargs="*", type=Path, help="compare: RUN_A RUN_B; submission: RUN (run folders)")
     parser.add_argument("--suite", default="toy-world", choices=("toy-world", *SUITES), help="what to evaluate on")
     parser.add_argument("--data", type=Path, default=None, help="the benchmark's folder (layout: see README)")
     parser.add_argument("--model", action="append", type=Path, default=[], metavar="DIR",
@@ -68,6 +73,8 @@ def main(args: argparse.Namespace) -> int:
 
         print(report(args.runs[0], args.runs[1], as_json=args.json))
         return 0
+    if args.action == "submission":
+        return write_submission_files(args.runs)
     if args.runs:
         raise SystemExit(f"unexpected arguments {[str(r) for r in args.runs]}; did you mean `eval compare`?")
     folders = model_folders(args)
@@ -120,7 +127,33 @@ def run_suite(args: argparse.Namespace, folders: dict[str, Path]) -> int:
     keys = {q.key for q in questions}
     records = [r for r in read_answers(output / ANSWERS) if r.key in keys]
     summary = write_summary(output, records, list(folders))
+    if args.suite == "egoschema":
+        from evaluation.submission import describe, write_submissions
+
+        for sub in write_submissions(output, records, list(folders)):
+            print(describe(sub), file=sys.stderr)
     print(f"{stats.answered} answered now, {stats.skipped_done} earlier, {stats.bad_media} missing or bad media; "
           f"{output}/answers.jsonl, summary.md", file=sys.stderr)
     print(markdown(summary))
+    return 0
+
+
+def write_submission_files(runs: list[Path]) -> int:
+    """``eval submission RUN``: EgoSchema's submission file(s) from the run folder's answers."""
+    from evaluation.runner import ANSWERS, SETTINGS, read_answers
+    from evaluation.submission import describe, write_submissions
+
+    if len(runs) != 1:
+        raise SystemExit("usage: launch.py eval submission RUN (a run folder holding answers.jsonl)")
+    run = runs[0]
+    if not (run / ANSWERS).is_file():
+        raise SystemExit(f"no {ANSWERS} in {run}; give the folder an EgoSchema run wrote (--output)")
+    models = None
+    if (run / SETTINGS).is_file():
+        models = list(json.loads((run / SETTINGS).read_text(encoding="utf-8")).get("models", {})) or None
+    subs = write_submissions(run, read_answers(run / ANSWERS), models)
+    if not subs:
+        raise SystemExit(f"{run / ANSWERS} holds no EgoSchema answers; the submission file is for --suite egoschema")
+    for sub in subs:
+        print(describe(sub))
     return 0

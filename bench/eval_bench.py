@@ -1,6 +1,6 @@
 """Throughput of the evaluation runner: two models, shared media caches against none shared.
 
-    python -m bench.eval_bench [--clips 50] [--per-clip 4] [--max-new-tokens 64]
+    python -m bench.eval_bench [--clips 50] [--per-clip 4] [--max-new-tokens 64] [--rounds 2]
 
 The question set: ``--clips`` held-out toy-world clips rendered to mp4 (kept in
 ``runs/eval-bench-media``), the first ``--per-clip`` questions of each (50 x 4 = 200). The
@@ -13,11 +13,18 @@ folder; the numbers are read back from the JSON lines the runner wrote:
   the frozen encoders (vision + audio), the adapters, the LLM (embed + generate, which spans the prefill),
   and the rest (scoring, writing, the engine's queue);
 - decoder runs and encoder runs (the engine's counters).
+
+The two configurations ("arms") run in alternation, ``--rounds`` times: shared, nothing shared,
+shared, nothing shared, ... Run one after the other once, a change of load on the shared machine
+between the two runs biases their ratio; alternating spreads a drift over both arms, and the
+per-round ratio (shared / nothing shared questions per minute, each round's two runs next to each
+other in time) shows how much the load moved it. The summary gives each arm's median.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -67,26 +74,58 @@ def measure(questions: list, share: bool, max_new_tokens: int) -> dict:
             "encodes": encodes, "stage": stage}
 
 
+ARMS = {"shared caches": True, "nothing shared": False}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=50)
     parser.add_argument("--per-clip", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two arms (default %(default)s)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     questions = question_set(args.clips, args.per_clip)  # renders the clips once, before any timing
     print(f"{len(questions)} questions on {len({q.media for q in questions})} clips, 2 models "
-          f"(checkpoints/toy-world loaded twice), greedy, max {args.max_new_tokens} new tokens")
+          f"(checkpoints/toy-world loaded twice), greedy, max {args.max_new_tokens} new tokens, "
+          f"{args.rounds} round(s) alternating {' / '.join(ARMS)}")
     measure(questions[:4], True, args.max_new_tokens)  # warm-up (first-call costs), not reported
-    rows = {"shared caches": measure(questions, True, args.max_new_tokens),
-            "nothing shared": measure(questions, False, args.max_new_tokens)}
-    print("\n| run | questions/min | answers/min | wall s | decoder runs | encoder runs | decode | encoders "
-          "| adapters | LLM | other |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, m in rows.items():
-        share = {k: 100 * v / m["wall"] for k, v in m["stage"].items()}
-        print(f"| {name} | {60 * m['answers'] / 2 / m['wall']:.1f} | {60 * m['answers'] / m['wall']:.1f} "
-              f"| {m['wall']:.1f} | {m['decodes']} | {m['encodes']} | {share['decode']:.1f}% "
-              f"| {share['encoders']:.1f}% | {share['adapters']:.1f}% | {share['llm']:.1f}% "
-              f"| {share['other']:.1f}% |")
+    print(report(alternate(args.rounds, lambda share: measure(questions, share, args.max_new_tokens))))
+
+
+def alternate(rounds: int, run) -> list[tuple[int, str, dict]]:
+    """``run(share)`` for each arm in turn, ``rounds`` times (A B A B ...): (round, arm, result) in order."""
+    return [(k, arm, run(share)) for k in range(1, rounds + 1) for arm, share in ARMS.items()]
+
+
+def per_minute(m: dict) -> float:
+    """Questions per minute: a question is asked of both models."""
+    return 60 * m["answers"] / 2 / m["wall"]
+
+
+def report(runs: list[tuple[int, str, dict]]) -> str:
+    """Markdown: every run in the order it ran, the per-round ratio, and each arm's median."""
+    lines = ["", "| round | run | questions/min | answers/min | wall s | decoder runs | encoder runs | decode "
+             "| encoders | adapters | LLM | other |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for k, name, m in runs:
+        share = {key: 100 * v / m["wall"] for key, v in m["stage"].items()}
+        lines.append(f"| {k} | {name} | {per_minute(m):.1f} | {2 * per_minute(m):.1f} | {m['wall']:.1f} "
+                     f"| {m['decodes']} | {m['encodes']} | {share['decode']:.1f}% | {share['encoders']:.1f}% "
+                     f"| {share['adapters']:.1f}% | {share['llm']:.1f}% | {share['other']:.1f}% |")
+    shared, alone = ARMS
+    rate = {(k, name): per_minute(m) for k, name, m in runs}
+    rounds = sorted({k for k, _, _ in runs})
+    ratios = [rate[(k, shared)] / rate[(k, alone)] for k in rounds]
+    lines += ["", f"| round | {shared} / {alone} (questions/min) |", "|---|---|"]
+    lines += [f"| {k} | {r:.2f} |" for k, r in zip(rounds, ratios, strict=True)]
+    lines += ["", "| run | median questions/min | median wall s | rounds |", "|---|---|---|---|"]
+    for name in ARMS:
+        mine = [m for _, n, m in runs if n == name]
+        lines.append(f"| {name} | {statistics.median(per_minute(m) for m in mine):.1f} "
+                     f"| {statistics.median(m['wall'] for m in mine):.1f} | {len(mine)} |")
+    lines.append(f"\nmedian per-round ratio {shared} / {alone}: {statistics.median(ratios):.2f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

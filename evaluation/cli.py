@@ -2,6 +2,7 @@
 
     launch.py eval --suite NAME --data DIR [--model DIR | --preset NAME]... [--limit N]
                    [--frames N] [--output DIR] [--judge-url URL --judge-model NAME]
+                   [--prompt official|plain]   (MVBench: its notebook's prompt, or the question alone)
     launch.py eval --suite toy-world [--json] [--split ...] [--no-sound] [--images] [--dump F]
     launch.py eval --suite toy-world --output DIR [--model DIR]...   (the toy world through the runner)
     launch.py eval compare RUN_A RUN_B
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "a run stopped part-way resumes in the same folder")
     parser.add_argument("--judge-url", default=None, help="OpenAI-compatible API base URL for the GPT judge")
     parser.add_argument("--judge-model", default=None, help="the judge model's name on that server")
+    parser.add_argument("--prompt", choices=("official", "plain"), default="official",
+                        help="MVBench: its notebook's protocol (system prompt, answer pre-filled with "
+                             "'Best option:(', default) or the question and options alone")
     parser.add_argument("--no-share-media", action="store_true",
                         help="give each model its own engine and caches (decode and encode per model)")
     toy_world.add_toy_arguments(parser)
@@ -97,6 +101,12 @@ def read_questions(args: argparse.Namespace) -> list:
         raise SystemExit(f"cannot read {args.suite} from {args.data}: {err}") from err
 
 
+def prompt_style(choice: str, questions: list) -> str | None:
+    """The run's ``prompt`` setting: the choice when a question carries its benchmark's prompt
+    protocol (MVBench), else None (every question is asked by its ``prompt`` alone)."""
+    return choice if any(q.system is not None or q.prefill for q in questions) else None
+
+
 def run_suite(args: argparse.Namespace, folders: dict[str, Path]) -> int:
     from evaluation.runner import ANSWERS, Runner, RunSettings, read_answers
     from evaluation.summary import markdown, write_summary
@@ -112,7 +122,8 @@ def run_suite(args: argparse.Namespace, folders: dict[str, Path]) -> int:
                            data=str(args.data) if args.data else None, frames=args.frames,
                            use_audio=not args.no_sound, max_new_tokens=args.max_new_tokens, limit=args.limit,
                            judge_url=args.judge_url, judge_model=args.judge_model,
-                           share_media=not args.no_share_media)
+                           share_media=not args.no_share_media,
+                           prompt=prompt_style(args.prompt, questions))
     judge = None
     if args.judge_url:
         from evaluation.scoring.judge import Judge

@@ -40,7 +40,13 @@ class Question:
     options: tuple[str, ...] = ()
     answer_index: int | None = None
     mc_rule: str | None = None  # one of MC_RULES for multiple choice
-    window: tuple[float, float] | None = None  # (start, end) seconds the benchmark asks about
+    window: tuple[float, float] | None = None  # (start, end) seconds the benchmark asks about; frames come from it
+    # The benchmark's own prompt protocol (used when the run's ``prompt`` is "official"): its
+    # system prompt (None: the model's), the text the answer is pre-filled with, and the part of
+    # that text its script puts back before scoring (MVBench: "Best option:(" and "(").
+    system: str | None = None
+    prefill: str = ""
+    prefill_kept: str = ""
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -55,6 +55,9 @@ class RunSettings:
     judge_model: str | None = None
     share_media: bool = True
     variant: dict[str, Any] = field(default_factory=dict)  # ablation switches (e.g. zeroed frame positions)
+    # "official": questions that carry their benchmark's prompt protocol (system prompt, pre-filled
+    # answer: MVBench) are asked that way; "plain": their ``prompt`` alone. None: no question carries one.
+    prompt: str | None = None
 
     def generation(self) -> GenerationSettings:
         return GenerationSettings(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
@@ -168,15 +171,19 @@ class Runner:
             record.status, record.error = "missing_media", f"no such file: {question.media}"
             return record
         engine = self.engines[name]
-        conv = engine.new_conversation(name)
+        official = self.settings.prompt == "official"
+        conv = engine.new_conversation(name, system=question.system if official else None)
         misses, t = engine.loaded.misses, time.perf_counter()
         try:
             engine.attach_media(conv, question.media, use_audio=self.settings.use_audio,
-                                num_frames=self.settings.frames)
+                                num_frames=self.settings.frames, window=question.window)
             attach = time.perf_counter() - t
             record.decoded = engine.loaded.misses > misses
             t = time.perf_counter()
-            record.answer = "".join(engine.ask(conv, question.prompt, self.generation)).strip()
+            prefill = question.prefill if official else ""
+            written = "".join(engine.ask(conv, question.prompt, self.generation, answer_prefix=prefill)).strip()
+            # As the benchmark's script: the kept end of the pre-filled text, then what the model wrote.
+            record.answer = (question.prefill_kept if prefill else "") + written
             wall = time.perf_counter() - t
         except (MediaError, BadRequest) as err:
             record.status, record.error = "bad_media", f"{type(err).__name__}: {err}"

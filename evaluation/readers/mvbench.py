@@ -8,13 +8,25 @@ the Hugging Face dataset ``OpenGVLab/MVBench``):
   (seconds), the part of the video the question is about;
 - each task's videos live in its own source folder (``TASKS`` below, from the notebook's
   ``data_list``), under ``video/``; Episodic Reasoning gives folders of frames, not files;
-- the prompt: a system text, then ``Question: ...\\nOptions:\\n(A) ...\\n(B) ...``, then
-  ``\\nOnly give the best option.``; the notebook also starts the answer with
-  ``Best option:(`` (our engine does not pre-fill answers, so the model writes the letter
-  itself; the official rule then reads the first word, see ``scoring/choice.py``).
+- frames: for the tasks with ``start``/``end`` (``bound``), the notebook's ``get_index``
+  samples only inside that window (frames ``round(start * fps)`` to ``round(end * fps)``, the
+  middle of T equal segments); such questions carry ``window`` and the runner loads their
+  frames from it (``LoadOptions.start``/``end``, ``model/media/video.py``);
+- the prompt (``infer_mvbench`` with the notebook's arguments, ``system_llm=True``): the system
+  text is the conversation's system prompt and also starts the question, which is
+  ``Question: ...\\nOptions:\\n(A) ...\\n(B) ...`` then ``\\nOnly give the best option.``;
+  the answer is pre-filled with ``Best option:(`` (``answer_prompt``), and the script scores
+  ``(`` (``return_prompt``) + the first line the model writes.
 
-Not reproduced: sampling frames only inside ``start``-``end`` (our media loader samples the
-whole file); those questions carry ``window`` so the summary can count them.
+The run's ``--prompt official`` (the default for MVBench) asks that way: ``system``,
+``prefill`` and ``prefill_kept`` below; ``--prompt plain`` asks ``prompt`` alone (system text,
+question and options in one message, the model's own system prompt, no pre-filled answer), so
+the model writes the letter itself. Both are scored by the official first-word rule and the
+corrected reading (``scoring/choice.py``).
+
+Not reproduced: the media goes where our model's template puts it (the media message joined to
+the question, as Video-LLaMA does), not in a turn of its own; frames of questions without a
+window are sampled as Video-LLaMA does (segment starts), not segment middles.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ SYSTEM = ("Carefully watch the video and pay attention to the cause and sequence
           "movement of objects, and the action and pose of persons. Based on your observations, select the best "
           "option that accurately addresses the question.\n")
 QUESTION_SUFFIX = "\nOnly give the best option."
+ANSWER_PREFILL, PREFILL_KEPT = "Best option:(", "("  # the notebook's answer_prompt and return_prompt
 
 # task -> (json file, video folder under video/, media kind, has start/end). From data_list.
 TASKS: dict[str, tuple[str, str, str, bool]] = {
@@ -99,4 +112,5 @@ def _question(task: str, name: str, folder: str, bounded: bool, i: int, entry: d
         question=str(entry["question"]), prompt=prompt_for(str(entry["question"]), candidates),
         reference=str(entry["answer"]), options=tuple(candidates),
         answer_index=candidates.index(str(entry["answer"])), mc_rule="mvbench", window=window,
+        system=SYSTEM, prefill=ANSWER_PREFILL, prefill_kept=PREFILL_KEPT,
     )

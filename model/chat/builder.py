@@ -43,6 +43,9 @@ class Dialogue:
     media_kind: str | None = None  # "video", "image", "audio" or None (text only)
     media_message: str = ""  # introduces the media (with its slots); the first question follows it
     slots: tuple[str, ...] = ()  # the branch ("video" / "audio") of each slot, in order
+    # Text the pending answer starts with, written into the prompt for the model to continue
+    # (a benchmark's "Best option:("); "" asks for the answer from its first word.
+    answer_prefix: str = ""
 
 
 @dataclass
@@ -132,6 +135,9 @@ def build_prompt(template: Template, dialogue: Dialogue, tokenizer: Any = None) 
         if answer is None:
             if k != len(dialogue.turns) - 1:
                 raise ValueError("only the last turn of a conversation may be unanswered")
+            if dialogue.answer_prefix:
+                regions[-1].text += _prefilled(template, system, messages, hold(dialogue.answer_prefix), prompt,
+                                               tokenizer)
             break
         messages.append((assistant, hold(answer)))
         reply = template.answer_end(_after(template.render(system, messages, tokenizer), prompt, template))
@@ -142,6 +148,14 @@ def build_prompt(template: Template, dialogue: Dialogue, tokenizer: Any = None) 
         raise ValueError(f"template {template.name!r} changed or dropped the text of a message; "
                          "its prompts cannot be built safely")
     return Prompt(template, regions, plain, tuple(dialogue.slots))
+
+
+def _prefilled(template: Template, system: str, messages: list, held: str, prompt: str, tokenizer: Any) -> str:
+    """What follows ``prompt`` when the answer starts with the (held) prefix: the conversation
+    rendered with the prefix as the answer, cut right after it (before the end-of-answer markup),
+    so every template writes the prefix where its answers go ("Assistant: Best option:(")."""
+    rendered = template.render(system, [*messages, (template.roles[1], held)], tokenizer)
+    return _after(rendered[:rendered.index(held) + len(held)], prompt, template)
 
 
 def _after(text: str, prefix: str, template: Template) -> str:

@@ -46,6 +46,7 @@ class Attachment:
 class Turn:
     question: str
     answer: str | None = None  # None while it is being generated
+    answer_prefix: str = ""  # pre-filled start of the answer, in the prompt only (``answer`` is what follows it)
 
 
 @dataclass(eq=False)
@@ -80,9 +81,11 @@ class Conversation:
 def dialogue(conv: Conversation, start: int = 0) -> Dialogue:
     """Turns ``start:`` of the conversation (the last one may be pending), with its media and system prompt."""
     message, slots = conv.media.message_and_slots if conv.media is not None else ("", [])
+    pending = conv.turns[-1] if conv.turns and conv.turns[-1].answer is None else None
     return Dialogue(turns=[(t.question, t.answer) for t in conv.turns[start:]], system=conv.system,
                     media_kind=conv.media.kind if conv.media is not None else None,
-                    media_message=message, slots=tuple(slots))
+                    media_message=message, slots=tuple(slots),
+                    answer_prefix=pending.answer_prefix if pending is not None else "")
 
 
 def render_prompt(conv: Conversation, template: Template, tokenizer: Any, start: int) -> tuple[str, list[str]]:

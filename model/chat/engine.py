@@ -55,6 +55,7 @@ class _Request:
     action: str  # "ask" or "regenerate"
     question: str | None
     settings: GenerationSettings
+    answer_prefix: str = ""
     out: queue.Queue = dataclasses.field(default_factory=queue.Queue)
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     submitted: float = dataclasses.field(default_factory=time.perf_counter)
@@ -118,7 +119,8 @@ class ChatEngine:
         return Conversation(model=name, system=_check_system(system))
 
     def attach_media(self, conv: Conversation, path: str | os.PathLike, *, kind: str | None = None,
-                     use_audio: bool = True, num_frames: int | None = None) -> Any:
+                     use_audio: bool = True, num_frames: int | None = None,
+                     window: tuple[float, float] | None = None) -> Any:
         """Load a media file and make it the subject of ``conv`` (before its first question).
 
         Args:
@@ -126,6 +128,8 @@ class ChatEngine:
             use_audio: give the model the video's sound (ignored for images).
             num_frames: frames sampled from a video; None: the engine's ``media_options.num_frames``
                 (``LoadOptions``' default unless the engine was given other options).
+            window: (start, end) seconds: frames only from this part of a video (a benchmark's
+                question about one moment); None: the whole video.
 
         Returns:
             The ``MediaInput`` (frames, fbank, ``has_audio``, ``notes``, ...).
@@ -150,6 +154,12 @@ class ChatEngine:
                                       clip_duration=model.config.audio.clip_duration,
                                       num_mel_bins=model.config.audio.num_mel_bins,
                                       target_length=model.config.audio.target_length)
+        if window is not None:
+            options = dataclasses.replace(options, start=float(window[0]), end=float(window[1]))
+            try:
+                options.validate()
+            except ValueError as err:
+                raise BadRequest(f"window {tuple(window)}: {err}") from None
         stat = os.stat(path)
         load_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, _options_key(options, True))
         start = time.perf_counter()
@@ -203,12 +213,20 @@ class ChatEngine:
         defaults = getattr(self.models[name], "generation_defaults", None)
         return dataclasses.replace(defaults) if defaults is not None else GenerationSettings()
 
-    def ask(self, conv: Conversation, question: str, settings: GenerationSettings | None = None) -> Iterator[str]:
+    def ask(self, conv: Conversation, question: str, settings: GenerationSettings | None = None, *,
+            answer_prefix: str = "") -> Iterator[str]:
         """Ask a question; returns an iterator of text deltas. The answer is stored in ``conv``
-        when the iterator ends. Bad input raises ``BadRequest`` here, before anything runs."""
+        when the iterator ends. Bad input raises ``BadRequest`` here, before anything runs.
+
+        ``answer_prefix``: text the answer starts with, written into the prompt after the
+        assistant's role for the model to continue (a benchmark's "Best option:("); the deltas
+        and the stored answer are what the model writes after it.
+        """
         question = self._check_question(conv, question)
         settings = self._check_settings(settings or self.generation_defaults(conv.model))
-        return self._stream(_Request(conv, "ask", question, settings))
+        if not isinstance(answer_prefix, str) or len(answer_prefix) > MAX_QUESTION_CHARS:
+            raise BadRequest(f"answer_prefix must be text of at most {MAX_QUESTION_CHARS} characters")
+        return self._stream(_Request(conv, "ask", question, settings, answer_prefix))
 
     def regenerate(self, conv: Conversation, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Answer the last question again (replacing its answer)."""
@@ -341,7 +359,7 @@ class ChatEngine:
     def _serve(self, request: _Request) -> None:
         conv = request.conv
         if request.action == "ask":
-            conv.turns.append(Turn(request.question))
+            conv.turns.append(Turn(request.question, answer_prefix=request.answer_prefix))
             previous = None
         else:
             if not conv.turns:

@@ -37,6 +37,10 @@ class LoadOptions:
 
     num_frames: int = 8  # the one default frame count; 1..MAX_FRAMES; with ``fps`` the maximum
     fps: float | None = None  # None: ``num_frames`` uniformly over the video (original)
+    # A time window in seconds (both or neither): frames come only from [start, end], the part of
+    # the video a benchmark's question is about (MVBench's "bound"); see ``video.sample_indices``.
+    start: float | None = None
+    end: float | None = None
     resize: str = "squash"  # "squash" (original), "pad" or "crop" (both keep aspect)
     image_size: int = 224
     num_clips: int = _AUDIO.num_clips
@@ -72,6 +76,10 @@ class LoadOptions:
             raise ValueError(f"num_frames must be between 1 and {MAX_FRAMES}, got {self.num_frames}")
         if self.fps is not None and not self.fps > 0:
             raise ValueError(f"fps must be positive or None, got {self.fps}")
+        if (self.start is None) != (self.end is None):
+            raise ValueError("start and end (seconds) go together: give both or neither")
+        if self.start is not None and not 0 <= self.start < self.end:
+            raise ValueError(f"the window must satisfy 0 <= start < end, got start={self.start}, end={self.end}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.audio_channels not in AUDIO_CHANNELS:

@@ -107,9 +107,16 @@ def sample_indices(num_total: int, fps: float, options: LoadOptions) -> list[int
     By count (default), as the original: ``arange(0, n, n / T)`` cast to int, T clamped to n.
     By ``options.fps``: one frame every ``1 / fps`` seconds from the start, at most
     ``options.num_frames`` of them.
+
+    With a window (``options.start``/``end``, seconds), frames come from it only, as MVBench's
+    ``get_index`` picks them: the window's frames ``round(start * fps)`` to ``round(end * fps)``
+    (clamped to the video), cut into T equal segments, the middle frame of each; with
+    ``options.fps``, one frame every ``1 / fps`` seconds from the window's first frame.
     """
     if num_total <= 0:
         return [0]
+    if options.start is not None:
+        return _window_indices(num_total, fps, options)
     if options.fps is None:
         count = min(options.num_frames, num_total)
         idx = np.arange(0, num_total, num_total / count).astype(int)[:count]
@@ -117,6 +124,19 @@ def sample_indices(num_total: int, fps: float, options: LoadOptions) -> list[int
         step = max(fps / options.fps, 1.0)
         idx = np.arange(0, num_total, step).astype(int)[: options.num_frames]
     return [int(i) for i in idx]
+
+
+def _window_indices(num_total: int, fps: float, options: LoadOptions) -> list[int]:
+    last = num_total - 1
+    first = min(max(0, round(options.start * fps)), last)  # a window past the end keeps the last frame
+    end = min(max(first, round(options.end * fps)), last)
+    if options.fps is not None:
+        step = max(fps / options.fps, 1.0)
+        idx = np.arange(first, end + 1, step).astype(int)[: options.num_frames]
+    else:
+        segment = (end - first) / options.num_frames
+        idx = np.array([int(first + segment / 2 + np.round(segment * k)) for k in range(options.num_frames)])
+    return [int(i) for i in np.minimum(idx, end)]
 
 
 def _packets_frames(container, stream, deadline: Deadline, skip_before_pts: list):

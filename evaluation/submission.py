@@ -5,7 +5,10 @@ are public, and ``evaluation/readers/egoschema.py`` scores only those). The whol
 by the benchmark's Kaggle competition ``egoschema-public`` (README, "Benchmarking on
 EgoSchema", Option A: ``kaggle competitions submit -c egoschema-public -f FILE -m MESSAGE``),
 which takes a CSV with the header ``q_uid,answer``: one row per question, ``answer`` the index
-(0-4) of the chosen option. The README's other route (``validate.py``) posts the same pairs as a
+(0-4) of the chosen option. (The README does not spell the columns out; they are the ones the
+competition's submissions use, e.g. third-party scripts writing ``q_uid,answer`` with
+``index=False`` before ``kaggle competitions submit -c egoschema-public``; the competition page
+itself could not be read from here.) The README's other route (``validate.py``) posts the same pairs as a
 JSON object ``{q_uid: index}``; ``--format json`` is not offered, the CSV is the leaderboard's.
 
 The index is the option the corrected reading found in the answer (``extracted["corrected"]``,

@@ -18,7 +18,7 @@ from model.config import VideoLlamaConfig
 from model.media import frame_message
 from model.media.common import normalise
 from model.video_llama import build_model
-from train import llm_lora, stage0, stages
+from train import al_toy, llm_lora, stage0, stages
 from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
 from train.world.pool import POSITION_BINS, Pool, corrupt_objects, describe_objects, precompute, render_pool
@@ -93,7 +93,9 @@ def sincos_2d(grid: int, width: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)  # (P, W)
 
 
-def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool) -> None:
+def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool) -> al_toy.ImageTower | None:
+    """Train the encoders; with ``audio_from="vision"`` also the image tower (``train/al_toy.py``),
+    which is returned (else None)."""
     vocab = None
     if spec.caption_weight:
         vocab = sorted({w for texts in pool.frame_texts for t in texts for w in stage0.caption_words(t)})
@@ -106,7 +108,8 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
     with torch.no_grad():
         model.vision_encoder.pos_embed[0, 1:] = sincos_2d(vcfg.image_size // vcfg.patch_size, vcfg.width)
     heads.to(acc.device)
-    params = _stage0_params(model, heads)
+    tower = al_toy.build_tower(model.config, acc.device, spec.train.seed) if spec.audio_from == "vision" else None
+    params = _stage0_params(model, heads) + al_toy.named_parameters(tower)
     model.vision_encoder.train()
     model.image_qformer.train()
     model.audio_encoder.train()
@@ -114,10 +117,13 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
 
     def batch_fn(index: int, rank: int, world: int):
         g = batch_generator(cfg.seed, index, rank)
-        return _image_batch(pool, g, cfg.batch_size), _audio_batch(pool, g, cfg.batch_size)
+        images, sounds = _image_batch(pool, g, cfg.batch_size), _audio_batch(pool, g, cfg.batch_size)
+        # Drawn last, so the other batches are the same with or without the tower.
+        seen = None if tower is None else al_toy.tower_batch(pool, g, cfg.batch_size, model.config.audio)
+        return images, sounds, seen
 
     def loss_fn(batch):
-        (images, itexts, hard, objs), (fbank, stexts) = batch
+        (images, itexts, hard, objs), (fbank, stexts), seen = batch
         tokens = model.ln_vision(model.vision_encoder(images.to(acc.device)))  # (B, 1+P, W)
         feats = model.image_qformer(tokens)  # (B, Qi, H)
         li = stage0.info_nce(heads.image_head(feats.mean(1)), heads.image_text(itexts), itexts,
@@ -127,12 +133,16 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
             li = li + spec.caption_weight * heads.caption.loss(feats, itexts)
         if heads.attributes is not None:  # labelled-image pre-training: which shape, which colour, where
             li = li + spec.attribute_weight * heads.attributes.loss(feats, objs)
+        if tower is not None:  # frames into the audio space, for the audio branch of stages 1-2
+            la = la + al_toy.tower_loss(model, tower, seen)
         return li + la, len(itexts)
 
     _run_stage(spec, params, loss_fn, batch_fn, out, acc, resume, lambda d: save_folder(model, d))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    al_toy.freeze(tower)
+    return tower
 
 
 def run_probe(model, recipe: Recipe, folder: Path) -> None:
@@ -282,6 +292,7 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     """Run every stage of ``recipe``; returns the final model folder ``<out>/final``."""
     from model.llm import load_llm
 
+    al_toy.check_stages(recipe.stages)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = VideoLlamaConfig.from_dict(recipe.model)
@@ -292,11 +303,15 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     pool = render_pool(cfg, recipe.world["n_train"], recipe.world["seed"])
     _log(f"rendered {len(pool.scenes)} training clips in {time.time() - t0:.0f} s")
     spec0, spec1, spec2 = recipe.stages
-    run_stage0(model, pool, spec0, out, acc, resume)
+    tower = run_stage0(model, pool, spec0, out, acc, resume)
     if acc.is_main_process:
         run_probe(model, recipe, out / spec0.name)
     feats = precompute(model, pool)
     _log(f"frozen features: video {tuple(feats['video'].shape)}, audio {tuple(feats['audio'].shape)}")
+    seen = None if tower is None else al_toy.frame_features(tower, pool, cfg.audio)  # (N, C, E)
+    if seen is not None:
+        _log(f"audio branch reads frames through the image tower: {tuple(seen.shape)}")
+    feats1, feats2 = (al_toy.stage_features(feats, seen, s) for s in (spec1, spec2))
     # Gradients flow through the LLM, so no 4-bit here: bf16 where the hardware has it, else fp32.
     precision = stages.backprop_llm_precision(acc.device, llm_precision)
     model.llm, model.tokenizer = load_llm(cfg.llm, precision=precision, device=acc.device)
@@ -308,13 +323,14 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
              f"{', '.join(s.name for s in recipe.stages[1:] if s.train_lora) or 'no stage'}")
     model.generation_defaults = recipe.generation
     if not resume:
-        _log(f"projections rescaled to word-embedding norm by {match_word_scale(model, feats)}")
+        _log(f"projections rescaled to word-embedding norm by {match_word_scale(model, feats1)}")
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
-    examples1 = caption_examples(pool, model.tokenizer, image_share=spec1.image_share)[:limit]
-    run_lm_stage(model, examples1, feats, spec1, out, acc, resume, recipe)
+    examples1 = caption_examples(pool, model.tokenizer, image_share=spec1.image_share,
+                                 audio_captions=al_toy.audio_captions(pool, spec1))[:limit]
+    run_lm_stage(model, examples1, feats1, spec1, out, acc, resume, recipe)
     examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns, yes_no_answers=spec2.yes_no_answers,
                                   no_sound_share=spec2.no_sound_share, image_share=spec2.image_share)[:limit]
-    run_lm_stage(model, examples2, feats, spec2, out, acc, resume, recipe)
+    run_lm_stage(model, examples2, feats2, spec2, out, acc, resume, recipe)
     final = out / "final"
     if acc.is_main_process:
         save_fp16_folder(model, final)
@@ -322,17 +338,20 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     return final
 
 
-def caption_examples(pool: Pool, tokenizer, image_share: float = 0.0, seed: int = 0) -> list[stages.Example]:
+def caption_examples(pool: Pool, tokenizer, image_share: float = 0.0, seed: int = 0,
+                     audio_captions: list[str] | None = None) -> list[stages.Example]:
     """Stage 1: [BOS] media caption [EOS], for the video and the audio branch of every clip.
 
     ``image_share``: that share of the clips also gives one sampled frame as a still image with
     its caption (the paper's image-text pairs, through the video path with T = 1).
+    ``audio_captions``: the audio branch's caption per clip (default: its sound caption).
     """
+    audio_captions = audio_captions or pool.sound_captions
     rng = np.random.default_rng([seed, 1])
     out = []
     for i in range(len(pool.scenes)):
         out += [stages.caption_example(tokenizer, cap, "video", clip=i) for cap in pool.video_captions[i]]
-        out.append(stages.caption_example(tokenizer, pool.sound_captions[i], "audio", clip=i))
+        out.append(stages.caption_example(tokenizer, audio_captions[i], "audio", clip=i))
         if image_share and rng.random() < image_share and (k := image_frame(pool, i, rng)) is not None:
             text = image_caption(frame_scene(pool.scenes[i], pool.frame_times[i][k]))
             out.append(stages.caption_example(tokenizer, text, "image", clip=i, frame=k))

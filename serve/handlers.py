@@ -176,6 +176,7 @@ def _outcome(engine: Any, prepared: Prepared) -> tuple[Usage, str, dict | None]:
     if trace is None:  # the turn did not run (cancelled while queued)
         return Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0), "stop", None
     prompt, new = trace.tokens.prompt, trace.tokens.new
-    finish = "length" if new >= prepared.settings.max_new_tokens else "stop"
+    # "length" also when the context cut the answer short of max_tokens (OpenAI does the same).
+    finish = "length" if new >= (trace.tokens.limit or prepared.settings.max_new_tokens) else "stop"
     usage = Usage(prompt_tokens=prompt, completion_tokens=new, total_tokens=prompt + new)
     return usage, finish, (trace.to_dict() if prepared.with_trace else None)

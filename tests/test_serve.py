@@ -86,6 +86,16 @@ def test_streaming_and_plain_answers_match_the_engine(server, client, kind):
     assert chunks[-1].usage.completion_tokens == 12
 
 
+def test_an_answer_cut_short_by_the_context_finishes_with_length(server, client):
+    # max_tokens beyond what the 512-token context leaves: the answer ends at the context, and the
+    # reason says so, though fewer tokens came than asked for.
+    reply = client.chat.completions.create(model=MODEL, messages=[user(None, "Go on.")], max_tokens=600,
+                                           temperature=0)
+    used = reply.usage.prompt_tokens + reply.usage.completion_tokens
+    assert reply.usage.completion_tokens < 600 and used == 512
+    assert reply.choices[0].finish_reason == "length"
+
+
 def test_system_message_sets_the_system_prompt(server, client):
     engine = server.backend.engine
     system = "You answer like a pirate."

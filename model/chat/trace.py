@@ -58,6 +58,7 @@ class TokenCounts:
     reused: int = 0  # prompt tokens taken from the conversation's KV cache
     prefilled: int = 0  # prompt tokens the LLM ran over
     new: int = 0  # answer tokens generated
+    limit: int = 0  # answer tokens allowed: max_new_tokens, or less when the context is nearly full
 
 
 @dataclass

@@ -154,6 +154,7 @@ def plan_prompt(conv: Conversation, model: Any, media: dict[str, torch.Tensor], 
     trace.tokens.prompt = length
     trace.tokens.media = sum(len(p) for p in pieces if p.ids is None)
     trace.tokens.turns_in_prompt = len(conv.turns) - conv.first_turn
+    trace.tokens.limit = max_new
     return pieces, max_new
 
 

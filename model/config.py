@@ -383,7 +383,9 @@ _SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_layers=30, num
 # full model's module graph with small widths around the frozen SmolLM2. The only place its shape
 # is written; the toy-world recipe (train/recipes.py) builds from this preset.
 _TOY_WORLD = dict(
-    vision=dict(image_size=112, patch_size=14, width=128, depth=3, num_heads=4, mlp_dim=384),
+    # stem: two 3x3 convolutions before the patch embedding; without them the 3-block ViT barely saw shape
+    # (experiments/README.md, encoder_probe and stage0_probe).
+    vision=dict(image_size=112, patch_size=14, width=128, depth=3, num_heads=4, mlp_dim=384, stem_channels=(16, 32)),
     image_qformer=dict(num_queries=8, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,
                        encoder_width=128, cross_attention_freq=1),
     video_qformer=dict(num_queries=16, num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256,

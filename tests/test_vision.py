@@ -19,7 +19,13 @@ def reference_eva(state: dict, cfg: VisionConfig, images: torch.Tensor, q_bias, 
     ``k_bias``: a key bias per block, as model folders written before the split stored (fused)."""
     W, nh = cfg.width, cfg.num_heads
     hd = W // nh
-    x = F.conv2d(images, state["patch_embed.weight"], state["patch_embed.bias"], stride=cfg.patch_size)
+    step = cfg.patch_size
+    for j in range(len(cfg.stem_channels)):  # the stem: 3x3 conv + GELU each, the last with stride 2
+        last = j == len(cfg.stem_channels) - 1
+        images = F.gelu(F.conv2d(images, state[f"stem.{2 * j}.weight"], state[f"stem.{2 * j}.bias"],
+                                 stride=2 if last else 1, padding=1))
+        step = cfg.patch_size // 2
+    x = F.conv2d(images, state["patch_embed.weight"], state["patch_embed.bias"], stride=step)
     N = x.shape[0]
     x = x.reshape(N, W, -1).permute(0, 2, 1)  # (N, P, W)
     x = torch.cat([state["cls_token"].expand(N, -1, -1), x], dim=1) + state["pos_embed"]
@@ -140,10 +146,11 @@ def test_stem_with_odd_patch_size_is_a_clear_error():
         VideoLlamaConfig.from_dict(tiny)
 
 
-def test_bundled_folder_with_a_fused_qkv_bias_loads_to_the_same_outputs():
-    """checkpoints/toy-world was written with one fused ``qkv.bias`` whose key part was trained;
-    it loads into q_bias / v_bias, and the key part it drops cannot change attention."""
-    from safetensors.torch import load_file
+def test_a_folder_with_a_fused_qkv_bias_loads_to_the_same_outputs(tmp_path):
+    """Folders written before the q_bias / v_bias split (the bundled one until issue 23) hold one
+    fused ``qkv.bias`` whose key part was trained; it loads into q_bias / v_bias, and the key part
+    it drops cannot change attention. The fused file is made here from the bundled folder."""
+    from safetensors.torch import load_file, save_file
 
     from model.video_llama import build_vision_branch
     from model.weights.checkpoint import _load_component
@@ -151,17 +158,24 @@ def test_bundled_folder_with_a_fused_qkv_bias_loads_to_the_same_outputs():
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / "toy-world"
     raw = {k: v.float() for k, v in load_file(folder / "vision_encoder.safetensors").items()}
     cfg = VideoLlamaConfig.from_file(folder / "config.json")
-    fused = [raw[f"vision_encoder.blocks.{i}.attn.qkv.bias"].chunk(3) for i in range(cfg.vision.depth)]
-    assert max(float(k.abs().max()) for _, k, _ in fused) > 0.01  # a real, non-zero key bias
+    torch.manual_seed(0)
+    fused_file, key_biases = dict(raw), []
+    for i in range(cfg.vision.depth):
+        pre = f"vision_encoder.blocks.{i}.attn."
+        key_biases.append(torch.randn(cfg.vision.width) * 0.5)  # a real, non-zero key bias
+        q, v = fused_file.pop(pre + "q_bias"), fused_file.pop(pre + "v_bias")
+        fused_file[pre + "qkv.bias"] = torch.cat([q, key_biases[-1], v])
+    save_file(fused_file, tmp_path / "vision_encoder.safetensors")
     with torch.device("meta"):
         built = build_vision_branch(cfg)
     modules = {name: built[name] for name in ("vision_encoder", "ln_vision", "image_qformer")}
-    _load_component(modules, folder / "vision_encoder.safetensors", torch.device("cpu"), torch.float32)
+    _load_component(modules, tmp_path / "vision_encoder.safetensors", torch.device("cpu"), torch.float32)
     vit = modules["vision_encoder"].eval()
     assert vit.blocks[0].attn.q_bias.shape == (cfg.vision.width,)
     images = torch.randn(2, 3, cfg.vision.image_size, cfg.vision.image_size)
     state = {k[len("vision_encoder."):]: v for k, v in raw.items() if k.startswith("vision_encoder.")}
-    q, k, v = ([f[j] for f in fused] for j in range(3))
+    q = [raw[f"vision_encoder.blocks.{i}.attn.q_bias"] for i in range(cfg.vision.depth)]
+    v = [raw[f"vision_encoder.blocks.{i}.attn.v_bias"] for i in range(cfg.vision.depth)]
     with torch.no_grad():
-        torch.testing.assert_close(vit(images), reference_eva(state, cfg.vision, images, q, v, k_bias=k),
+        torch.testing.assert_close(vit(images), reference_eva(state, cfg.vision, images, q, v, k_bias=key_biases),
                                    rtol=1e-4, atol=1e-4)

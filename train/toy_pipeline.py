@@ -304,7 +304,8 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     _log(f"rendered {len(pool.scenes)} training clips in {time.time() - t0:.0f} s")
     spec0, spec1, spec2 = recipe.stages
     tower = run_stage0(model, pool, spec0, out, acc, resume)
-    if acc.is_main_process:
+    # A resumed run keeps the probe of the stage 0 it restored (the probe takes minutes).
+    if acc.is_main_process and not (resume and (out / spec0.name / "probe.json").exists()):
         run_probe(model, recipe, out / spec0.name)
     feats = precompute(model, pool)
     _log(f"frozen features: video {tuple(feats['video'].shape)}, audio {tuple(feats['audio'].shape)}")

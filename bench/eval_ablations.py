@@ -47,11 +47,11 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "ablations"
 # audio-branch: the same reduced sizes for both arms (the stage-0 probe skipped) ...
 AUDIO_BRANCH_SIZES = {"world.n_train": 1000, "world.probe_clips": 0, "stage0.max_steps": 600,
-                      "stage1.max_steps": 100, "stage2.max_steps": 250}
+                      "stage1.max_steps": 100, "stage2.max_steps": 100}
 # ... timed with the recipe's seconds per clip rendered and per step of checkpoints/toy-world/README.md
-# (render 57 s for 2,000 clips; stage 0 396 s for 800 steps, stage 1 121 s for 100, stage 2 2,620 s for
-# 900). The recipe has since gained stage-2 LoRA and a ViT stem, which make a step dearer.
-README_SECONDS = {"render": 57 / 2000, "stage0": 396 / 800, "stage1": 121 / 100, "stage2": 2620 / 900}
+# (render 59 s for 2,000 clips; stage 0 1,217 s for 1,200 steps and stage 1 221 s for 100 on one thread;
+# stage 2 2,985 s for 850 steps on two).
+README_SECONDS = {"render": 59 / 2000, "stage0": 1217 / 1200, "stage1": 221 / 100, "stage2": 2985 / 850}
 OVERHEAD_S = 60  # LLM load, frozen features, saving: outside the README's per-stage times
 AUDIO_ARMS = {  # name -> (audio_from, output folder relative to the repository)
     "audio-caption": ("audio", Path("runs") / "ablate-audio-caption"),
@@ -113,7 +113,7 @@ def eval_command(clips: int) -> list[str]:
 
 def print_audio_branch(clips: int) -> None:
     print(f"Two trainings, the same reduced sizes, about {estimate_minutes():.0f} minutes each on the idle "
-          "2 cores (README per-step times; more with the recipe's stage-2 LoRA):")
+          "2 cores (the model card's per-step times):")
     for arm, (audio_from, _) in AUDIO_ARMS.items():
         what = ("audio clips and their sound captions" if audio_from == "audio" else
                 "frames through the image tower, on the video's captions and instructions (the paper)")

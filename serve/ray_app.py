@@ -67,6 +67,10 @@ def deployment_options(args: argparse.Namespace, gpus: float) -> dict:
     return options
 
 
+SLOW_MACHINE_PROXY_TIMEOUTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+                               "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
 def start(args: argparse.Namespace, policy: MediaPolicy) -> None:
     """Connect to (or start) Ray, start Serve's proxy on --host/--port and deploy the replicas."""
     import ray
@@ -76,6 +80,12 @@ def start(args: argparse.Namespace, policy: MediaPolicy) -> None:
     if args.ray_address:
         ray.init(address=args.ray_address)
     else:
+        # Ray Serve gives its HTTP proxy 5 s to report ready and 10 s per health check; on a loaded
+        # 2-core machine the proxy's start-up takes longer, and Serve kills it and gives up. The
+        # local cluster started here inherits these (a user's own values win; a cluster given by
+        # --ray-address keeps its own settings).
+        for name, seconds in SLOW_MACHINE_PROXY_TIMEOUTS.items():
+            os.environ.setdefault(name, seconds)
         replicas = max(args.replicas or 0, args.max_replicas or 0, 1)
         ray.init(num_cpus=max(os.cpu_count() or 1, int(replicas * args.replica_cpus) + 1),
                  include_dashboard=False)

@@ -19,10 +19,9 @@ import torch
 
 from model.config import VideoLlamaConfig
 from model.video_llama import build_model
-from train import probe
 from train.overrides import apply_overrides
 from train.recipes import toy_world
-from train.toy_pipeline import run_stage0
+from train.toy_pipeline import run_probe, run_stage0
 from train.trainer import make_accelerator
 from train.world.pool import render_pool
 
@@ -50,13 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     t_render = time.time() - t0
     run_stage0(model, pool, spec, args.out, acc, resume=False)
     t_stage = time.time() - t0 - t_render
-    rows = probe.probe_model(model, args.probe_clips, args.probe_steps)
-    t_probe = time.time() - t0 - t_render - t_stage
     print(f"settings: {' '.join(args.overrides) or '(the recipe as it is)'}")
     print(f"render {t_render:.0f} s ({len(pool.scenes)} clips), stage 0 {t_stage:.0f} s "
-          f"({spec.train.max_steps} steps of {spec.train.batch_size}), probe {t_probe:.0f} s")
-    print(probe.format_table(rows))
-    probe.save_report(rows, args.out, " ".join(args.overrides))
+          f"({spec.train.max_steps} steps of {spec.train.batch_size})")
+    # The recipe's own probe step: its table and warnings in the log, probe.{json,txt} in --out.
+    recipe.world.update(probe_clips=args.probe_clips, probe_steps=args.probe_steps)
+    run_probe(model, recipe, args.out)
     return 0
 
 

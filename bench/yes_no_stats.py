@@ -1,0 +1,57 @@
+"""Yes/no answers of a toy-world eval, and the balance of true and false claims in training.
+
+    python launch.py eval --suite toy-world --json --dump answers.jsonl
+    python -m bench.yes_no_stats answers.jsonl [--first-clips 15] [--train-clips 60]
+
+Prints (1) how the model answered yes/no questions, by the expected answer, (2) accuracy per
+skill on the dump's first ``--first-clips`` held-out clips (to set beside ``--no-sound`` or
+``--images`` runs made with ``--clips`` of that size), and (3) how many yes/no questions with
+answer yes and no the world asks about ``--train-clips`` training clips (seed 1, as the recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+from pathlib import Path
+
+CLIP = re.compile(r"-(\d{4})\.mp4$")  # held-out clip files end in their index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dump", type=Path, help="JSONL written by `eval --suite toy-world --dump`")
+    parser.add_argument("--first-clips", type=int, default=15)
+    parser.add_argument("--train-clips", type=int, default=60)
+    args = parser.parse_args(argv)
+    records = [json.loads(line) for line in args.dump.read_text().splitlines() if line.strip()]
+
+    yes_no = [r for r in records if r["kind"] == "yes_no"]
+    said = collections.Counter((r["expected"], r["answer"].strip().split(".")[0].lower()) for r in yes_no)
+    print(f"yes/no questions: {len(yes_no)}")
+    for (expected, answer), n in sorted(said.items()):
+        print(f"  expected {expected:3s} answered {answer!r}: {n}")
+
+    right = collections.defaultdict(list)
+    for r in records:
+        m = CLIP.search(r["path"])
+        if m and not r["path"].split("/")[-1].startswith("ffmpeg") and int(m.group(1)) < args.first_clips:
+            right[r["skill"]].append(r["right"])
+    print(f"accuracy on the first {args.first_clips} clips:")
+    for skill, v in sorted(right.items()):
+        print(f"  {skill:16s} {sum(v) / len(v):.3f} (n={len(v)})")
+
+    from model.config import VideoLlamaConfig
+    from train.world.pool import render_pool
+
+    pool = render_pool(VideoLlamaConfig.from_name("toy-world"), args.train_clips, 1)
+    balance = collections.Counter(str(qa.answer).lower() for qas in pool.qas for qa in qas
+                                  if str(qa.answer).lower() in ("yes", "no"))
+    print(f"training yes/no questions in {args.train_clips} clips: yes {balance['yes']}, no {balance['no']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -129,8 +129,9 @@ def image_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = 
 
 
 ANOTHER_WAY_CLIPS = 56  # 7 colours x (low, high) x (square, circle) x 2 draws of size, place and tone
-# Pitches across the audible range, not only the world's (200-350 Hz low, 900-1500 Hz high); the top
-# stays under the 8 kHz Nyquist limit of the model's 16 kHz audio.
+# Pitches across the audible range (the world draws 50-500 Hz low and 750-7000 Hz high since the
+# model of session 16 called tones above 1.9 kHz low); the top stays under the 8 kHz Nyquist limit of
+# the model's 16 kHz audio. The tones are ffmpeg's sine source, not the world's renderer.
 ANOTHER_WAY_HZ = {"low": (60.0, 450.0), "high": (800.0, 6000.0)}
 ANOTHER_WAY_EXTENT = (0.12, 0.5)  # the shape's side / diameter as a fraction of the frame
 

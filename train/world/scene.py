@@ -42,9 +42,12 @@ SPLITS = ("train", "test")
 # so the held-out split tests composition, not memorised pairs.
 HELDOUT_PAIRS = frozenset({("red", "star"), ("green", "circle"), ("blue", "triangle"), ("yellow", "square")})
 
-# Frequency ranges (Hz) of the two pitch classes; sweeps run from one range to the other.
-LOW_HZ = (200.0, 350.0)
-HIGH_HZ = (900.0, 1500.0)
+# Frequency ranges (Hz) of the two pitch classes, drawn log-uniformly (equal odds per octave); sweeps
+# run from one range to the other. They span most of what the 16 kHz audio can carry, so a sine tone
+# drawn anywhere (the eval's ffmpeg clips) is not new: a model trained on 200-350 / 900-1500 Hz
+# called every tone above 1.9 kHz low.
+LOW_HZ = (50.0, 500.0)
+HIGH_HZ = (750.0, 7000.0)
 BEEP_ON_S = 0.12  # a beep's length; the gap after it is the same
 EVENT_SOUND_S = 0.9  # how long an event-tied sound lasts
 COLOUR_JITTER = 18  # +- per RGB channel around the palette colour
@@ -210,16 +213,19 @@ def sample_shapes(rng: np.random.Generator, split: str, cfg: WorldConfig) -> tup
     return shapes, axis
 
 
+def _log_uniform(rng, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
 def _tone(rng, start, end, pitch=None, pattern=None) -> SoundSegment:
     pitch = pitch or PITCHES[int(rng.integers(2))]
     pattern = pattern or ("steady", "beeping")[int(rng.integers(2))]
-    lo, hi = LOW_HZ if pitch == "low" else HIGH_HZ
-    freq = float(rng.uniform(lo, hi))
+    freq = _log_uniform(rng, *(LOW_HZ if pitch == "low" else HIGH_HZ))
     return SoundSegment(start=start, end=end, pattern=pattern, pitch=pitch, freq=freq, freq_end=freq)
 
 
 def _sweep(rng, start, end, pattern) -> SoundSegment:
-    low, high = float(rng.uniform(*LOW_HZ)), float(rng.uniform(*HIGH_HZ))
+    low, high = _log_uniform(rng, *LOW_HZ), _log_uniform(rng, *HIGH_HZ)
     f0, f1 = (low, high) if pattern == "rising" else (high, low)
     return SoundSegment(start=start, end=end, pattern=pattern, pitch=None, freq=f0, freq_end=f1)
 

@@ -245,6 +245,26 @@ def test_mp4_decodes_with_drawn_colours_and_pitch(tmp_path):
     assert rate == 16000 and abs(dominant_hz(wave[4000:60000], rate) - seg.freq) < 5
 
 
+def test_world_tones_cover_the_eval_sine_range_octave_by_octave():
+    """The eval's ffmpeg sine tones (evaluation.toy_world.ANOTHER_WAY_HZ) fall inside the world's
+    pitch classes, and the world's tones fill each class evenly per octave: a model that only ever
+    heard 900-1500 Hz called 2-5 kHz tones low."""
+    from evaluation.toy_world import ANOTHER_WAY_HZ
+
+    for pitch, (lo, hi) in ANOTHER_WAY_HZ.items():
+        world_lo, world_hi = LOW_HZ if pitch == "low" else HIGH_HZ
+        assert world_lo <= lo and hi <= world_hi, pitch
+    freqs = {"low": [], "high": []}
+    for i in range(400):
+        for seg in sample_scene(np.random.default_rng([5, i]), split="train").sounds:
+            if seg.pitch is not None:
+                freqs[seg.pitch].append(seg.freq)
+    for pitch, (lo, hi) in (("low", LOW_HZ), ("high", HIGH_HZ)):
+        octaves = np.log2(np.array(freqs[pitch]) / lo) / np.log2(hi / lo)  # 0..1 across the class
+        halves = np.histogram(octaves, bins=2, range=(0, 1))[0]
+        assert len(freqs[pitch]) > 50 and halves.min() > 0.35 * halves.sum(), (pitch, halves)
+
+
 @pytest.mark.parametrize(("colour", "pitch", "shape"), [("red", "high", "square"), ("green", "low", "circle"),
                                                         ("blue", "low", "square"), ("yellow", "high", "circle")])
 def test_ffmpeg_drawn_clip_has_expected_colour_and_pitch(tmp_path, colour, pitch, shape):

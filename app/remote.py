@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from model.chat.errors import BadRequest, ChatError, EngineBusy
-from model.chat.generate import GenerationSettings
+from model.chat.generate import GenerationSettings, settings_from_dict
 from model.chat.trace import MediaInfo, Shapes, Timings, TokenCounts, TurnTrace
 from model.media import LoadOptions, load_media
 
@@ -80,12 +80,20 @@ class RemoteEngine:
         cards = listing.json()["data"]
         self.model_names = [card["id"] for card in cards]
         self.max_frames = min(int(card.get("max_frames", 32)) for card in cards)
+        # Each model's recommended settings as its card publishes them; a server that does not
+        # (an older one) leaves the original demo's.
+        self._defaults = {card["id"]: settings_from_dict(card.get("generation_defaults") or {},
+                                                         f"{self.base_url}/models ({card['id']})")
+                          for card in cards}
 
     # -- conversations ----------------------------------------------------------------
     def generation_defaults(self, model: str | None = None) -> GenerationSettings:
-        """The settings the page starts from. The API does not publish a model folder's
-        generation_config.json yet, so this is the original demo's (what ``ask`` sends by default)."""
-        return GenerationSettings()
+        """The settings the page starts from and ``ask`` sends when given none: the model's card
+        on the server (its folder's generation_config.json), as ``ChatEngine`` reads the folder."""
+        name = model or self.model_names[0]
+        if name not in self._defaults:
+            raise BadRequest(f"unknown model {name!r}; the server has: {', '.join(self.model_names)}")
+        return self._defaults[name]
 
     def new_conversation(self, model: str | None = None, system: str | None = None) -> RemoteConversation:
         name = model or self.model_names[0]
@@ -115,13 +123,13 @@ class RemoteEngine:
         if not isinstance(question, str) or not question.strip():
             raise BadRequest("the question is empty; type a question")
         conv.turns.append(RemoteTurn(question.strip()))
-        return self._answer(conv, settings or GenerationSettings(), previous=None, new_turn=True)
+        return self._answer(conv, settings or self.generation_defaults(conv.model), previous=None, new_turn=True)
 
     def regenerate(self, conv: RemoteConversation, settings: GenerationSettings | None = None) -> Iterator[str]:
         if not conv.turns:
             raise BadRequest("nothing to regenerate: the conversation has no question yet")
         previous, conv.turns[-1].answer = conv.turns[-1].answer, None
-        return self._answer(conv, settings or GenerationSettings(), previous=previous, new_turn=False)
+        return self._answer(conv, settings or self.generation_defaults(conv.model), previous=previous, new_turn=False)
 
     def undo(self, conv: RemoteConversation) -> None:
         self.cancel(conv)

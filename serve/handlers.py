@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model.chat.conversation import Conversation
-from model.chat.generate import GenerationSettings
+from model.chat.generate import GenerationSettings, generation_dict
 from model.chat.stateless import MediaFile, Message, start_conversation
 from serve.errors import ApiError
 from serve.media import MediaPolicy, resolve_audio, resolve_url
@@ -53,7 +53,8 @@ class Prepared:
 
 
 def list_models(engine: Any) -> ModelList:
-    return ModelList(data=[ModelCard(id=name, max_frames=engine.models[name].config.max_frame_pos)
+    return ModelList(data=[ModelCard(id=name, max_frames=engine.models[name].config.max_frame_pos,
+                                     generation_defaults=generation_dict(engine.generation_defaults(name)))
                            for name in engine.model_names])
 
 

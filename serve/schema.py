@@ -156,6 +156,9 @@ class ModelCard(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     owned_by: str = "videollama"
     max_frames: int  # frames a video may be sampled into (the frame position embedding's size)
+    # The settings a request's omitted fields take (the model folder's generation_config.json,
+    # under its keys), so a client can start from them.
+    generation_defaults: dict[str, Any] | None = None
 
 
 class ModelList(BaseModel):

@@ -82,3 +82,26 @@ def test_under_the_hood_shows_the_servers_trace(remote):
     assert "What moves?" in prompt
     assert {row[0] for row in timings} >= {"prefill", "generate"}
     assert remote_engine.trace(session.conv).tokens.new == 16
+
+
+def test_remote_engine_starts_from_each_models_folder_defaults(remote):
+    """The server publishes each model's generation_config.json on its card; the app over the
+    API starts from it and ``ask`` without settings sends it, as the in-process engine does."""
+    engine, remote_engine, _ = remote
+    model = engine.models["tiny-left"]
+    saved = getattr(model, "generation_defaults", None)
+    folder_defaults = GenerationSettings(do_sample=False, max_new_tokens=3, top_p=0.5)
+    model.generation_defaults = folder_defaults
+    fresh = RemoteEngine(remote_engine.base_url)
+    try:
+        assert fresh.generation_defaults("tiny-left") == folder_defaults
+        assert fresh.generation_defaults("tiny-right") == engine.generation_defaults("tiny-right")
+        assert fresh.generation_defaults("tiny-right") != folder_defaults
+        conv = fresh.new_conversation("tiny-left")
+        fresh.attach_media(conv, CLIP)
+        "".join(fresh.ask(conv, "Describe the video."))
+        assert conv.last_trace.tokens.limit == 3  # the folder's max_new_tokens reached the server
+        assert conv.last_trace.tokens.new <= 3
+    finally:
+        model.generation_defaults = saved
+        fresh.close()

@@ -273,11 +273,15 @@ _SHARED_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "num_beams", 
 
 def save_generation_defaults(settings: GenerationSettings, folder: str | Path) -> Path:
     """Write ``settings`` as the folder's ``generation_config.json`` (Hugging Face's keys)."""
-    settings.check()
     path = Path(folder) / GENERATION_FILE
-    data = {k: getattr(settings, k) for k in _SHARED_KEYS}
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(generation_dict(settings), indent=2) + "\n")
     return path
+
+
+def generation_dict(settings: GenerationSettings) -> dict:
+    """``settings`` under Hugging Face's generation_config.json keys (the file, the API's model cards)."""
+    settings.check()
+    return {k: getattr(settings, k) for k in _SHARED_KEYS}
 
 
 def load_generation_defaults(folder: str | Path) -> GenerationSettings:
@@ -294,8 +298,14 @@ def load_generation_defaults(folder: str | Path) -> GenerationSettings:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); fix or delete it (then the original demo's "
                          "settings apply)") from err
+    return settings_from_dict(data, str(path))
+
+
+def settings_from_dict(data: object, source: str) -> GenerationSettings:
+    """Settings from Hugging Face's generation_config.json keys (other keys are ignored; a key
+    missing or null keeps the original demo's value); errors name ``source`` and the setting."""
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object of generation settings")
+        raise ValueError(f"{source} must hold a JSON object of generation settings")
     defaults = GenerationSettings()
     values = {}
     for key in _SHARED_KEYS:
@@ -305,11 +315,11 @@ def load_generation_defaults(folder: str | Path) -> GenerationSettings:
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise ValueError(f"{path}: {key} must be a {want.__name__}, not {value!r}")
+                raise ValueError(f"{source}: {key} must be a {want.__name__}, not {value!r}")
             values[key] = value
     settings = GenerationSettings(**values)
     try:
         settings.check()
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ValueError(f"{source}: {err}") from None
     return settings

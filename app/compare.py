@@ -128,6 +128,10 @@ def run_compare(engine, session: CompareSession | None, models: list[str] | None
         if running:  # stopped early: free every model's worker
             for conv in session.convs.values():
                 engine.cancel(conv)
+        # A comparison takes one question; what votes need is its text. Its conversations'
+        # media and KV caches go now, not when the tab closes hours later: they are not among
+        # the chat's capped live sessions (handlers.MAX_LIVE_SESSIONS).
+        close_compare(engine, session)
 
 
 def vote(log: VoteLog, session: CompareSession | None, choice: str) -> str:

@@ -178,3 +178,21 @@ def test_launch_py_serves_a_model_folder(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_finished_comparison_keeps_its_answers_and_frees_its_conversations():
+    from app.compare import run_compare
+    from app.handlers import MODE_AV
+    from model.chat.generate import GenerationSettings
+    from tests.app_helpers import CLIP, tiny_engine
+
+    engine = tiny_engine()
+    try:
+        steps = list(run_compare(engine, None, ["tiny-left", "tiny-right"], str(CLIP), "Which shape?",
+                                 GenerationSettings(do_sample=False, max_new_tokens=4), MODE_AV, 4))
+        session, answers, notice = steps[-1]
+        assert notice.startswith("Done") and len(answers) == 2 and all(a.strip() for a in answers)
+        assert session.finished and set(session.convs) == {"tiny-left", "tiny-right"}
+        assert all(conv.media is None and not conv.turns for conv in session.convs.values())
+    finally:
+        engine.close()

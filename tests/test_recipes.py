@@ -76,10 +76,11 @@ def test_recipe_settings_from_the_command_line_are_typed_by_their_fields():
     assert VideoLlamaConfig.from_dict(recipe.model).vision.stem_channels == (8, 24)
     _set(recipe, "model.vision.stem_channels=none")
     assert recipe.model["vision"]["stem_channels"] == []
-    assert [s.yes_no_answers for s in recipe.stages] == ["verdict"] * 3  # the bundled model's form
-    _set(recipe, "stage2.yes_no_answers=fact-first", "stage2.lr=1e-4", "max_steps=7", "image_share=0.5",
-         "world.n_train=40")
+    # The bundled model's form: stage 2 answers yes/no fact first (experiments/yes_no_fit.py).
     assert [s.yes_no_answers for s in recipe.stages] == ["verdict", "verdict", "fact-first"]
+    _set(recipe, "stage2.yes_no_answers=verdict", "stage2.lr=1e-4", "max_steps=7", "image_share=0.5",
+         "world.n_train=40")
+    assert [s.yes_no_answers for s in recipe.stages] == ["verdict"] * 3
     assert [s.train.lr for s in recipe.stages] == [1e-3, 2e-3, 1e-4]
     assert [s.train.max_steps for s in recipe.stages] == [7, 7, 7]  # no stage named: every stage
     assert [s.image_share for s in recipe.stages] == [0.5] * 3 and recipe.world["n_train"] == 40

@@ -25,8 +25,8 @@ from train.trainer import TrainConfig
 OBJECTIVES = ("contrastive", "caption", "instruct")
 
 
-# How toy-world stage 2 teaches yes/no answers: "verdict" is the short "Yes."/"No." (the bundled
-# model); "fact-first" states what the clip shows, then the verdict ("The circle is red, so no.").
+# How toy-world stage 2 teaches yes/no answers: "verdict" is the short "Yes."/"No."; "fact-first" (the
+# toy-world recipe) states what the clip shows, then the verdict ("The circle is red, so no.").
 YES_NO_ANSWERS = ("verdict", "fact-first")
 
 
@@ -144,12 +144,15 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
     # Some clips also teach a still frame as an image, and some conversations show the video
     # as a file without a sound track, as the chat engine sends both: without them the model
     # had never seen either form and rambled on them.
+    # Stage 2 answers yes/no questions fact first ("The triangle is red, so no."): with bare verdicts
+    # the model said "No." to 81% of true claims in the eval, and as often on its own training clips
+    # (experiments/yes_no_fit.py).
     # Stage 0 also asks the attribute questions (which shape, which colour, where): contrast alone left
     # shape at 0.40 and colour-shape binding at 0.56 in the stage-0 probe.
     return [StageSpec("stage0", "contrastive", both, s0, attribute_weight=2.0),
             StageSpec("stage1", "caption", both, s1, image_share=IMAGE_SHARE, train_lora=False),
             StageSpec("stage2", "instruct", both, s2, max_turns=4, no_sound_share=NO_SOUND_SHARE,
-                      image_share=IMAGE_SHARE)]
+                      image_share=IMAGE_SHARE, yes_no_answers="fact-first")]
 
 
 # experiments/llm_reading.py: from a perfect description, rank-8 LoRA (alpha 16, lr 1e-3) on every

@@ -61,6 +61,27 @@ def test_a_window_samples_the_middles_of_its_segments_as_mvbench_does(ramp):
     assert late.frame_indices == [49, 49]
 
 
+def test_a_window_not_inside_the_video_says_so(ramp):
+    late = load_media(ramp, LoadOptions(num_frames=2, start=9.0, end=10.0))
+    assert any("starts after the video ends (2.00 s)" in note for note in late.notes)
+    over = load_media(ramp, LoadOptions(num_frames=4, start=1.5, end=3.0))
+    assert any("runs past the video's end" in note for note in over.notes)
+    inside = load_media(ramp, LoadOptions(num_frames=4, start=0.4, end=1.2))
+    assert not any("time window" in note for note in inside.notes)
+
+
+def test_keyframe_snap_inside_a_window_is_bounded_by_the_windows_spacing(tmp_path):
+    """Samples 2.5 frames apart in a short window may move 0.3 x 2.5 = 0.75 frame: not to keyframes
+    1 frame away (the bound is a share of the samples' spacing, not of the whole video's length / T)."""
+    ramp = mf.video(tmp_path / "gop.mp4", source="ramp", duration=2.0, gop=5)  # keyframes 0, 5, 10, ...
+    media = load_media(ramp, LoadOptions(num_frames=4, start=1.0, end=1.4, keyframe_snap=0.3))
+    assert media.frame_indices == _get_index(1.0, 1.4, 25.0, 49, 4) == [26, 28, 31, 34]
+    assert _shown(media) == [26, 28, 31, 34]
+    assert not any("keyframe" in note for note in media.notes)
+    whole = load_media(ramp, LoadOptions(num_frames=4, keyframe_snap=0.3))  # 12.5 frames apart: 3.75 may move
+    assert whole.frame_indices == _shown(whole) == [0, 10, 25, 35]
+
+
 @pytest.mark.parametrize("start, end", [(1.0, None), (1.0, 1.0), (-1.0, 2.0)])
 def test_a_bad_window_is_refused(ramp, start, end):
     with pytest.raises(ValueError, match="start"):

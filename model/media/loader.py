@@ -30,7 +30,7 @@ from model.media.audio import AudioClips, load_clips
 from model.media.common import Background, Deadline, LoadOptions, normalise
 from model.media.errors import CorruptMedia, DecodeTimeout, MediaError, MediaTooLarge, UnsupportedMedia
 from model.media.image import load_image, probe_image
-from model.media.video import decode_frames_decord, decode_frames_pyav, sample_indices, video_info
+from model.media.video import decode_frames_decord, decode_frames_pyav, sample_indices, video_info, window_note
 
 NO_SOUND_NOTE = "this video has no sound"
 _ANIMATED_IMAGE_FORMATS = ("GIF",)  # FFmpeg decodes these as video; animated WebP it cannot
@@ -285,6 +285,8 @@ def _video_input(path, source, container, stream, audio_stream, options, deadlin
     else:
         indices = sample_indices(info.num_frames, info.fps, options)
         sampled = decode_frames_pyav(container, stream, info, indices, options, deadline, source)
+        window = window_note(info.num_frames, info.fps, options)
+        sampled.notes += [window] if window else []
     result = MediaInput(
         kind="video", path=path, sha256="", frames=normalise(sampled.frames_uint8),
         frames_uint8=sampled.frames_uint8, frame_indices=sampled.indices, timestamps=sampled.timestamps,

@@ -126,10 +126,41 @@ def sample_indices(num_total: int, fps: float, options: LoadOptions) -> list[int
     return [int(i) for i in idx]
 
 
-def _window_indices(num_total: int, fps: float, options: LoadOptions) -> list[int]:
+def window_note(num_total: int, fps: float, options: LoadOptions) -> str | None:
+    """What the user should know when ``options``' time window is not all inside the video
+    (sample_indices clamps it, as MVBench's ``get_index`` does, so the frames alone do not say)."""
+    if options.start is None or num_total <= 0 or fps <= 0:
+        return None
+    last = num_total - 1
+    length = num_total / fps
+    window = f"the time window {options.start:g}-{options.end:g} s"
+    if round(options.start * fps) > last:
+        return f"{window} starts after the video ends ({length:.2f} s): every sampled frame is its last frame"
+    if round(options.end * fps) > last:
+        return f"{window} runs past the video's end ({length:.2f} s): frames come from {options.start:g}-{length:.2f} s"
+    return None
+
+
+def sample_spacing(num_total: int, fps: float, options: LoadOptions) -> float:
+    """Frames between consecutive samples, as ``sample_indices`` spaces them (the scale of
+    ``options.keyframe_snap``)."""
+    if options.fps is not None:
+        return max(fps / options.fps, 1.0)
+    if options.start is not None and num_total > 0:
+        first, end = _window_bounds(num_total, fps, options)
+        return (end - first) / options.num_frames
+    return num_total / max(min(options.num_frames, num_total), 1)
+
+
+def _window_bounds(num_total: int, fps: float, options: LoadOptions) -> tuple[int, int]:
+    """First and last frame of the time window, clamped to the video (see ``window_note``)."""
     last = num_total - 1
     first = min(max(0, round(options.start * fps)), last)  # a window past the end keeps the last frame
-    end = min(max(first, round(options.end * fps)), last)
+    return first, min(max(first, round(options.end * fps)), last)
+
+
+def _window_indices(num_total: int, fps: float, options: LoadOptions) -> list[int]:
+    first, end = _window_bounds(num_total, fps, options)
     if options.fps is not None:
         step = max(fps / options.fps, 1.0)
         idx = np.arange(first, end + 1, step).astype(int)[: options.num_frames]
@@ -203,8 +234,7 @@ def decode_frames_pyav(container, stream, info: VideoInfo, indices: list[int], o
     notes = []
     keyframes = keyframes_near(stream, targets) if info.indexed else []
     if options.keyframe_snap > 0 and keyframes and len(targets) > 1:
-        # Frames between samples, as sample_indices spaces them.
-        spacing = info.num_frames / len(indices) if options.fps is None else max(fps / options.fps, 1.0)
+        spacing = sample_spacing(info.num_frames, fps, options)  # inside a time window, the window's
         bound = int(options.keyframe_snap * spacing / fps / tb)  # pts
         snapped = snap_to_keyframes(targets, keyframes, bound)
         if snapped != targets:
@@ -456,8 +486,10 @@ def decode_frames_decord(path: str, options: LoadOptions) -> tuple[SampledFrames
     if options.resize != "squash":
         batch = np.stack([_resize_numpy(img, options) for img in batch])
     times = [round(i / fps, 3) for i in indices]
-    note = "decord backend: rotation metadata is not applied"
-    return SampledFrames(frames_uint8=batch, indices=indices, timestamps=times, notes=[note]), info
+    notes = ["decord backend: rotation metadata is not applied"]
+    window = window_note(len(reader), fps, options)
+    notes += [window] if window else []
+    return SampledFrames(frames_uint8=batch, indices=indices, timestamps=times, notes=notes), info
 
 
 def _resize_numpy(img: np.ndarray, options: LoadOptions) -> np.ndarray:

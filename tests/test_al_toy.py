@@ -94,6 +94,17 @@ def test_stage0_with_the_switch_also_trains_the_tower_and_nothing_else_changes(t
         torch.testing.assert_close(states["vision"][k], v, msg=k)
     saved = torch.load(tmp_path / "vision" / "stage0" / "training_state.pt", weights_only=False)["params"]
     assert any(n.startswith(al_toy.PREFIX) for n in saved)  # --resume restores the tower
+    # Resumed with the same switch: restored. With the switch flipped: refused, naming the stage's folder,
+    # instead of an untrained tower (or a KeyError) going on to stages 1 and 2.
+    for audio_from, run in (("vision", "vision"), ("vision", "audio"), ("audio", "vision")):
+        spec = _quick_stage0(audio_from)
+        model = build_model(cfg, device="cpu", with_llm=False)
+        if audio_from == run:
+            tower = run_stage0(model, pool, spec, tmp_path / run, make_accelerator(spec.train), True)
+            assert all(torch.equal(a, b) for a, b in zip(tower.parameters(), trained.parameters(), strict=True))
+            continue
+        with pytest.raises(ValueError, match=f"{run}/stage0 finished with other settings"):
+            run_stage0(model, pool, spec, tmp_path / run, make_accelerator(spec.train), True)
 
 
 def test_with_the_switch_the_audio_adapter_reads_the_tower_embeddings_of_the_frames(pool):

@@ -272,6 +272,13 @@ def _run_stage(spec: StageSpec, params, loss_fn, batch_fn, out: Path, acc, resum
     if resume and done.exists():
         state = load_training_state(folder / STATE_FILE)
         names = dict(params)
+        missing, extra = sorted(set(names) - set(state["params"])), sorted(set(state["params"]) - set(names))
+        if missing or extra:  # e.g. audio_from=vision now, but this stage 0 ran without the image tower
+            raise ValueError(f"{folder} finished with other settings than this run's: "
+                             f"{len(missing)} parameters this run trains are not in it ({', '.join(missing[:3])}"
+                             f"{', ...' if len(missing) > 3 else ''}) and {len(extra)} of its are unknown here "
+                             f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}); resume with the "
+                             f"settings it ran with, or delete {folder} (and the stages after it) to train it again")
         with torch.no_grad():
             for n, t in state["params"].items():
                 names[n].copy_(t)

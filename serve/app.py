@@ -83,8 +83,7 @@ def build_app(backend: Backend) -> FastAPI:
         if parsed.stream:
             return EventSourceResponse(_sse(engine, prepared, deltas))
         try:
-            result = await anyio.to_thread.run_sync(handlers.complete, engine, prepared, deltas,
-                                                    abandon_on_cancel=True)
+            result = await _complete_while_connected(request, engine, prepared, deltas)
         except Exception as err:
             raise api_error(err) from None
         finally:
@@ -132,6 +131,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _body_too_large(size: int, limit: int) -> ApiError:
     return ApiError(413, f"the request body is {size / 2**20:.1f} MiB; this server accepts at most "
                          f"{limit / 2**20:.1f} MiB (--max-body-mb)", code="request_too_large")
+
+
+DISCONNECT_POLL_S = 0.25  # a non-streaming request's watcher waits this long after an unexpected message
+
+
+async def _complete_while_connected(request: Request, engine: Any, prepared: handlers.Prepared,
+                                    deltas: Iterator[str]) -> Any:
+    """The whole answer (``handlers.complete`` on a worker thread); a client that hangs up
+    meanwhile cancels the engine's request, as closing a stream does, instead of leaving the
+    worker busy with an answer nobody reads."""
+    async with anyio.create_task_group() as group:
+        async def watch() -> None:
+            # The body is read, so the next ASGI message is the disconnect (Request.is_disconnected's
+            # non-blocking peek never saw it under uvicorn 0.55).
+            while (await request.receive())["type"] != "http.disconnect":
+                await anyio.sleep(DISCONNECT_POLL_S)  # another message (none is expected): do not spin
+            engine.cancel(prepared.conv)
+
+        group.start_soon(watch)
+        result = await anyio.to_thread.run_sync(handlers.complete, engine, prepared, deltas, abandon_on_cancel=True)
+        group.cancel_scope.cancel()
+    return result
 
 
 async def _sse(engine: Any, prepared: handlers.Prepared, deltas: Iterator[str]) -> AsyncIterator[bytes]:

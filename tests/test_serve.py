@@ -260,6 +260,18 @@ def test_client_disconnect_cancels_generation(slow_server):
     assert reply.usage.completion_tokens == 3
 
 
+def test_client_disconnect_cancels_a_non_streaming_answer_too(slow_server):
+    engine = slow_server.backend.engine
+    before = engine.cancelled_requests
+    body = {"model": MODEL, "messages": [user("image", "Tell me everything.")], "max_tokens": 150, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up while the answer is being generated
+        httpx.post(f"{slow_server.url}/chat/completions", json=body, timeout=httpx.Timeout(1.0, connect=10.0))
+    assert wait_for(lambda: engine.cancelled_requests == before + 1)
+    short = openai.OpenAI(base_url=slow_server.url, api_key="unused", max_retries=0, timeout=120)
+    reply = short.chat.completions.create(model=MODEL, messages=[user("image", "Hi")], max_tokens=3, temperature=0)
+    assert reply.usage.completion_tokens == 3
+
+
 def test_full_queue_is_429_with_retry_after(slow_server):
     engine = slow_server.backend.engine
     before = engine.cancelled_requests

@@ -20,6 +20,14 @@ from pathlib import Path
 CLIP = re.compile(r"-(\d{4})\.mp4$")  # held-out clip files end in their index
 
 
+def verdict(answer: str) -> str:
+    """"yes", "no", "both" or "neither": the verdict words in an answer ("No." or, fact first,
+    "The circle is red, so no.")."""
+    words = set(re.findall(r"[a-z]+", answer.lower()))
+    found = [w for w in ("yes", "no") if w in words]
+    return found[0] if len(found) == 1 else "both" if found else "neither"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dump", type=Path, help="JSONL written by `eval --suite toy-world --dump`")
@@ -29,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     records = [json.loads(line) for line in args.dump.read_text().splitlines() if line.strip()]
 
     yes_no = [r for r in records if r["kind"] == "yes_no"]
-    said = collections.Counter((r["expected"], r["answer"].strip().split(".")[0].lower()) for r in yes_no)
+    said = collections.Counter((r["expected"], verdict(r["answer"])) for r in yes_no)
     print(f"yes/no questions: {len(yes_no)}")
     for (expected, answer), n in sorted(said.items()):
-        print(f"  expected {expected:3s} answered {answer!r}: {n}")
+        print(f"  expected {expected:3s} answered {answer}: {n}")
 
     right = collections.defaultdict(list)
     for r in records:

@@ -15,6 +15,7 @@ waveform, spectrogram, early errors); the model's input is decoded on the server
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import mimetypes
 import threading
@@ -89,11 +90,11 @@ class RemoteEngine:
     # -- conversations ----------------------------------------------------------------
     def generation_defaults(self, model: str | None = None) -> GenerationSettings:
         """The settings the page starts from and ``ask`` sends when given none: the model's card
-        on the server (its folder's generation_config.json), as ``ChatEngine`` reads the folder."""
+        on the server (its folder's generation_config.json), as ``ChatEngine`` reads the folder. A copy."""
         name = model or self.model_names[0]
         if name not in self._defaults:
             raise BadRequest(f"unknown model {name!r}; the server has: {', '.join(self.model_names)}")
-        return self._defaults[name]
+        return dataclasses.replace(self._defaults[name])
 
     def new_conversation(self, model: str | None = None, system: str | None = None) -> RemoteConversation:
         name = model or self.model_names[0]

@@ -82,13 +82,19 @@ def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
 def heldout_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = "new-pairs") -> list[Item]:
     """Render ``n_clips`` scenes of ``split`` (see ``SPLITS``) into ``folder`` (kept for reuse)
     with their questions."""
-    from train.world.render import render_clip
-
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     world_split = SPLITS[split]
     if world_split == "train" and seed == 1:
         raise ValueError("seed 1 draws the training scenes; held-out clips need another seed")
+    return scene_items(folder, n_clips, seed, world_split)
+
+
+def scene_items(folder: Path, n_clips: int, seed: int, world_split: str) -> list[Item]:
+    """The first ``n_clips`` scenes the world draws for ``seed`` and ``world_split``, rendered into
+    ``folder`` (kept for reuse), with their questions; any seed, the training one included."""
+    from train.world.render import render_clip
+
     items = []
     for i in range(n_clips):
         rng = scene_rng(seed, world_split, i)

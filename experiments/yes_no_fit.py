@@ -15,28 +15,16 @@ import argparse
 import collections
 from pathlib import Path
 
-from evaluation.toy_world import EVAL_SEED, SAYS_YES, Item, engine_answerer
-from train.world.qa import make_qa, score_answer
-from train.world.scene import sample_scene, scene_rng
+from evaluation.toy_world import EVAL_SEED, SAYS_YES, Item, engine_answerer, scene_items
+from train.world.qa import score_answer
 
 TRAIN_SEED = 1  # train.recipes.toy_world draws its training scenes with this seed
 
 
 def yes_no_items(folder: Path, seed: int, n_clips: int) -> list[Item]:
-    """The yes/no questions of the first ``n_clips`` training-split scenes of ``seed``, as the
-    world draws them (scene, then its questions, from one generator per clip)."""
-    from train.world.render import render_clip
-
+    """The yes/no questions of the first ``n_clips`` training-split scenes of ``seed``."""
     folder.mkdir(parents=True, exist_ok=True)
-    items = []
-    for i in range(n_clips):
-        rng = scene_rng(seed, "train", i)
-        scene = sample_scene(rng, "train")
-        path = folder / f"train-{seed}-{i:04d}.mp4"
-        if not path.exists():
-            render_clip(scene, path)
-        items += [Item(str(path), qa, {}) for qa in make_qa(scene, rng) if qa.kind == "yes_no"]
-    return items
+    return [item for item in scene_items(folder, n_clips, seed, "train") if item.qa.kind == "yes_no"]
 
 
 def says_yes_table(answer, items: list[Item]) -> dict[bool, list[int]]:

@@ -14,11 +14,14 @@ attribute                         threshold  chance
 colour, shape, count (0-1 shape)  0.95       1/7, 1/4, 1/2
 colour-shape binding (2-3 shapes) 0.90       ~1/5
 count (2-3 shapes)                0.90       1/2
+position (x, y bin of a shape)    0.90       1/5
 pitch, pattern (audio)            0.95       1/2, 1/5
 ================================  =========  ======
 
 Binding asks the colour of a named shape and the shape of a named colour in frames with
-several shapes: whether the features say which colour goes with which shape. No reader (Q-Former,
+several shapes: whether the features say which colour goes with which shape. Position asks in
+which of the stage-0 descriptions' 5 bins along x and along y a named shape is: motion is a change
+of position from frame to frame, so features without it leave motion unanswerable. No reader (Q-Former,
 LLM) can answer better than the features allow, so a row under its threshold is printed with a
 WARNING: stage 0 is what to fix. ``train --recipe toy-world`` runs this right after stage 0.
 """
@@ -34,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.world.pool import POSITION_BINS
 from train.world.scene import COLOURS, PATTERNS, PITCHES, SHAPES
 
 PROBE_SEED = 23  # a render seed no training recipe uses
@@ -46,10 +50,11 @@ ROWS = {
     "count (0-1 shapes)": (SINGLE, 1 / 2),
     "colour-shape binding (2-3 shapes)": (MULTI, 0.5 * (1 / len(COLOURS) + 1 / len(SHAPES))),
     "count (2-3 shapes)": (MULTI, 1 / 2),
+    "position (x, y bin of a shape)": (MULTI, 1 / POSITION_BINS),
     "pitch (audio)": (AUDIO, 1 / len(PITCHES)),
     "pattern (audio)": (AUDIO, 1 / len(PATTERNS)),
 }
-VIDEO_KINDS = ("colour of shape", "shape of colour", "count")
+VIDEO_KINDS = ("colour of shape", "shape of colour", "count", "x of shape", "y of shape")
 AUDIO_KINDS = ("pitch", "pattern")
 
 
@@ -80,8 +85,9 @@ class ProbeRow:
 
 
 def video_items(frame_objs: list[list[list[tuple]]]) -> list[Item]:
-    """Questions about every sampled frame: its count; the colour of each shape that is unique in
-    the frame and the shape of each colour that is unique (else the question has no one answer).
+    """Questions about every sampled frame: its count; the colour and place (x and y bin) of each
+    shape that is unique in the frame and the shape of each colour that is unique (else the question
+    has no one answer).
     ``frame_objs``: clip x frame x objects (size, colour, shape, x bin, y bin)."""
     items = []
     for c, frames in enumerate(frame_objs):
@@ -90,10 +96,12 @@ def video_items(frame_objs: list[list[list[tuple]]]) -> list[Item]:
             several = n >= 2
             items.append(Item(c, t, 2, 0, min(n, 3), "count (2-3 shapes)" if several else "count (0-1 shapes)"))
             shapes, colours = [o[2] for o in objs], [o[1] for o in objs]
-            for _, colour, shape, _, _ in objs:
+            for _, colour, shape, x, y in objs:
                 if shapes.count(shape) == 1:
                     row = "colour-shape binding (2-3 shapes)" if several else "colour (one shape)"
                     items.append(Item(c, t, 0, SHAPES.index(shape), COLOURS.index(colour), row))
+                    items.append(Item(c, t, 3, SHAPES.index(shape), x, "position (x, y bin of a shape)"))
+                    items.append(Item(c, t, 4, SHAPES.index(shape), y, "position (x, y bin of a shape)"))
                 if colours.count(colour) == 1:
                     row = "colour-shape binding (2-3 shapes)" if several else "shape (one shape)"
                     items.append(Item(c, t, 1, COLOURS.index(colour), SHAPES.index(shape), row))

@@ -46,6 +46,10 @@ class VisionConfig:
     # Each entry is a 3x3 conv + GELU, the last one with stride 2, so the patch embedding then
     # steps patch_size / 2 pixels. Only the small models trained here use it (see model/vision.py).
     stem_channels: tuple[int, ...] = ()
+    # A LayerNorm on the patch embeddings before the position embedding is added (timm's PatchEmbed
+    # ``norm_layer``); EVA has none. Small encoders trained here from scratch grew their patch
+    # embeddings ~400x while the position codes stayed put, and lost where things are (see model/vision.py).
+    patch_norm: bool = False
 
     def __post_init__(self) -> None:
         self.stem_channels = tuple(self.stem_channels)  # config.json gives a list; presets compare equal

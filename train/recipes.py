@@ -49,6 +49,10 @@ class StageSpec:
     caption_weight: float = 0.0  # toy-world stage 0: weight of the frame-caption generation loss
     attribute_weight: float = 0.0  # toy-world stage 0: weight of the (shape, colour, place) label loss
     centre_weight: float = 0.0  # toy-world stages 1 and 2: weight of the soft tokens' clip-independent share
+    # toy-world stages 1 and 2: weight of the clip-level attribute questions on the video soft tokens
+    # (train/clip_attributes.py), asked of ``clip_attribute_batch`` clips drawn beside each batch
+    clip_attribute_weight: float = 0.0
+    clip_attribute_batch: int = 64
     # Stages 1 and 2: train the LLM's LoRA adapter here when the recipe has one (Recipe.lora.rank > 0).
     train_lora: bool = True
 
@@ -60,9 +64,11 @@ class StageSpec:
         for name in ("no_sound_share", "image_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{self.name}.{name} is a share between 0 and 1, not {getattr(self, name)}")
-        for name in ("caption_weight", "attribute_weight", "centre_weight"):
+        for name in ("caption_weight", "attribute_weight", "centre_weight", "clip_attribute_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{self.name}.{name} is a loss weight (0 or more), not {getattr(self, name)}")
+        if self.clip_attribute_batch < 1:
+            raise ValueError(f"{self.name}.clip_attribute_batch must be 1 or more, not {self.clip_attribute_batch}")
         if self.train.max_steps < 1 or self.train.batch_size < 1 or not self.train.lr > 0:
             raise ValueError(f"{self.name}: max_steps and batch_size must be 1 or more and lr positive")
 

@@ -18,7 +18,7 @@ from model.config import VideoLlamaConfig
 from model.media import frame_message
 from model.media.common import normalise
 from model.video_llama import build_model
-from train import al_toy, llm_lora, stage0, stages
+from train import al_toy, clip_attributes, llm_lora, stage0, stages
 from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
 from train.world.pool import POSITION_BINS, Pool, corrupt_objects, describe_objects, precompute, render_pool
@@ -188,11 +188,16 @@ def match_word_scale(model, feats: dict[str, torch.Tensor], sample: int = 64) ->
 
 
 def run_lm_stage(model, examples: list[stages.Example], feats: dict[str, torch.Tensor], spec: StageSpec,
-                 out: Path, acc, resume: bool, recipe: Recipe | None = None) -> None:
+                 out: Path, acc, resume: bool, recipe: Recipe | None = None, scenes: list | None = None) -> None:
+    """Stage 1 or 2 on ``examples``; with ``spec.clip_attribute_weight`` and the clips' ``scenes``,
+    the video soft tokens also answer clip-level attribute questions (``train/clip_attributes.py``)."""
     params = stages.branch_parameters(model, spec.branches)
     model.train()
     if recipe is not None:  # the LLM's LoRA adapter trains beside the Q-Formers where the recipe says
         params = llm_lora.with_lora(model, spec, recipe, params)
+    head = _clip_attribute_head(model, spec, scenes, acc.device)
+    if head is not None:
+        params = params + [(f"{clip_attributes.PREFIX}{n}", p) for n, p in head.named_parameters()]
     cfg = spec.train
     prefixes = stages.PrefixCache()
 
@@ -205,14 +210,31 @@ def run_lm_stage(model, examples: list[stages.Example], feats: dict[str, torch.T
         else:
             rows = draw_rows(buckets, cfg.batch_size, g)
         batch = [examples[r] for r in rows]
-        return batch, batch_features(batch, feats, acc.device)
+        # Drawn after the rows, so the LM batches are those of a run without the head.
+        clips = clip_attributes.clip_batch(len(scenes), spec.clip_attribute_batch, g) if head is not None else None
+        return batch, batch_features(batch, feats, acc.device), clips
 
     def loss_fn(batch):
-        exs, f = batch
-        return stages.lm_batch_loss(model, exs, f, prefixes, spec.centre_weight)
+        exs, f, clips = batch
+        loss, n = stages.lm_batch_loss(model, exs, f, prefixes, spec.centre_weight)
+        if head is not None:  # the logged loss then includes it
+            tokens = model.video_tokens(feats["video"][clips].float().to(acc.device))  # (b, Qv, D)
+            loss = loss + spec.clip_attribute_weight * head.loss(tokens, [scenes[i] for i in clips.tolist()])
+        return loss, n
 
     _run_stage(spec, params, loss_fn, batch_fn, out, acc, resume, lambda d: save_folder(model, d))
     model.eval()
+
+
+def _clip_attribute_head(model, spec: StageSpec, scenes: list | None,
+                         device) -> clip_attributes.ClipAttributeHead | None:
+    if not spec.clip_attribute_weight:
+        return None
+    if scenes is None or "video" not in spec.branches:
+        raise ValueError(f"{spec.name}.clip_attribute_weight asks the video soft tokens about the clips' scenes: "
+                         "it needs the video branch and the toy world's scenes")
+    torch.manual_seed(spec.train.seed)  # the head's start does not depend on what ran before
+    return clip_attributes.ClipAttributeHead(model.video_proj.out_features).to(device)
 
 
 def prefix_groups(examples: list[stages.Example]) -> list[list[int]]:
@@ -335,10 +357,10 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
     examples1 = caption_examples(pool, model.tokenizer, image_share=spec1.image_share,
                                  audio_captions=al_toy.audio_captions(pool, spec1))[:limit]
-    run_lm_stage(model, examples1, feats1, spec1, out, acc, resume, recipe)
+    run_lm_stage(model, examples1, feats1, spec1, out, acc, resume, recipe, pool.scenes)
     examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns, yes_no_answers=spec2.yes_no_answers,
                                   no_sound_share=spec2.no_sound_share, image_share=spec2.image_share)[:limit]
-    run_lm_stage(model, examples2, feats2, spec2, out, acc, resume, recipe)
+    run_lm_stage(model, examples2, feats2, spec2, out, acc, resume, recipe, pool.scenes)
     final = out / "final"
     if acc.is_main_process:
         save_fp16_folder(model, final)

@@ -1,0 +1,110 @@
+"""Clip-level attribute questions on the video soft tokens (train/clip_attributes.py): the targets
+follow the scene, the head learns them from tokens that hold them, and a stage trains it."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tests.tiny import tiny_model  # noqa: E402
+from train import clip_attributes as ca  # noqa: E402
+from train.recipes import get_recipe  # noqa: E402
+from train.stages import IGNORE  # noqa: E402
+from train.world.scene import COLOURS, MOTIONS, SHAPES, sample_scene, scene_rng  # noqa: E402
+
+
+def _scenes(n: int):
+    return [sample_scene(scene_rng(5, "train", i)) for i in range(n)]
+
+
+def test_targets_ask_only_questions_with_one_answer():
+    scene = _scenes(1)[0]
+    a, b = scene.shapes[0], dataclasses.replace(scene.shapes[0], colour="blue" if scene.shapes[0].colour != "blue"
+                                                  else "red", motion="left", appear=1.5, leave=3.0)
+    c = dataclasses.replace(a, shape=next(s for s in SHAPES if s != a.shape), colour=a.colour, motion="up")
+    scene.shapes = [a, b, c]  # two shapes of a's kind, two of a's colour
+    t = ca.ClipAttributeHead(8).targets([scene])
+    k_a, k_c = SHAPES.index(a.shape), SHAPES.index(c.shape)
+    assert t["count"].tolist() == [2]  # three shapes
+    assert t["colour"][0, k_a] == IGNORE and t["motion"][0, k_a] == IGNORE  # a and b share a kind
+    assert t["colour"][0, k_c] == COLOURS.index(c.colour) and t["motion"][0, k_c] == MOTIONS.index("up")
+    assert t["shape"][0, COLOURS.index(a.colour)] == IGNORE  # a and c share a colour
+    assert t["shape"][0, COLOURS.index(b.colour)] == k_a
+    assert t["present"][0].sum() == 2 + 2  # two shape kinds, two colours
+    absent = [k for k in range(len(SHAPES)) if k not in (k_a, k_c)]
+    assert all(t["colour"][0, k] == IGNORE for k in absent)
+    assert ca.appear_class(1.5) == ca.APPEAR_CLASSES.index(1.5) and ca.appear_class(0.0) == 0
+
+
+def _encode(scenes, width: int = 32) -> torch.Tensor:
+    """Tokens that hold each clip's attributes: one token per shape, one-hot features."""
+    out = torch.zeros(len(scenes), 4, width)
+    for b, scene in enumerate(scenes):
+        for j, s in enumerate(scene.shapes):
+            out[b, j, SHAPES.index(s.shape)] = 1
+            out[b, j, 4 + COLOURS.index(s.colour)] = 1
+            out[b, j, 12 + MOTIONS.index(s.motion)] = 1
+            out[b, j, 20 + ca.appear_class(s.appear)] = 1
+            out[b, j, 26] = float(s.leave < scene.config.duration)
+    return out
+
+
+def test_the_head_learns_attributes_the_tokens_hold_and_not_from_noise():
+    torch.manual_seed(0)
+    scenes = _scenes(64)
+    tokens = _encode(scenes)
+
+    def fit(x):
+        head = ca.ClipAttributeHead(32)
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        for _ in range(150):
+            loss = head.loss(x, scenes)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    informative, noise = fit(tokens), fit(torch.randn_like(tokens)[:, :1].expand_as(tokens).contiguous())
+    assert informative < 0.5 * noise
+
+
+def test_a_stage_with_the_weight_trains_the_head_beside_the_video_branch(tmp_path):
+    from train import toy_pipeline
+    from train.trainer import make_accelerator
+
+    model = tiny_model()
+    spec = get_recipe("toy-world", quick=True).stages[1]
+    spec = dataclasses.replace(spec, clip_attribute_weight=1.0, clip_attribute_batch=4,
+                               train=dataclasses.replace(spec.train, max_steps=2, save_every=2, log_every=1))
+    scenes = _scenes(3)
+    feats = {"video": torch.randn(3, 4, 6, 32), "audio": torch.randn(3, 8, 20)}
+    acc = make_accelerator(spec.train)
+    with pytest.raises(ValueError, match="scenes"):
+        toy_pipeline.run_lm_stage(model, [], feats, spec, tmp_path, acc, False, None, None)
+    exs = toy_pipeline.caption_examples(_tiny_pool(model, scenes), model.tokenizer)
+    before = model.video_proj.weight.detach().clone()
+    toy_pipeline.run_lm_stage(model, exs, feats, spec, tmp_path, acc, False, None, scenes)
+    state = torch.load(tmp_path / spec.name / "training_state.pt", weights_only=False)
+    assert any(n.startswith(ca.PREFIX) for n in state["params"])
+    assert not torch.equal(before, model.video_proj.weight)
+
+
+def _tiny_pool(model, scenes):
+    from train.world.pool import render_pool
+
+    pool = render_pool(model.config, len(scenes), 5)
+    assert [len(s.shapes) for s in pool.scenes] == [len(s.shapes) for s in scenes]
+    return pool
+
+
+def test_the_recipe_field_is_checked():
+    spec = get_recipe("toy-world", quick=True).stages[1]
+    with pytest.raises(ValueError, match="loss weight"):
+        dataclasses.replace(spec, clip_attribute_weight=-1.0).check()
+    with pytest.raises(ValueError, match="clip_attribute_batch"):
+        dataclasses.replace(spec, clip_attribute_batch=0).check()
+    assert np.isclose(spec.clip_attribute_weight, get_recipe("toy-world").stages[0].clip_attribute_weight)

@@ -1,0 +1,109 @@
+"""Clip-level attribute questions on the video soft tokens: what the LLM must be able to read.
+
+``python -m experiments.soft_token_probe`` found the bundled model's Video Q-Former dropping what
+the frozen frame features hold: the colour of a named shape 0.90 -> 0.80, its shape 0.86 -> 0.72,
+and motion at chance on both (the model answered the same with its frame position embedding
+zeroed: it never learned to use frame order). The only signal the Q-Former got was the LLM's
+next-token loss, through a 135M model and its LoRA, one answer word per clip.
+
+This head asks the soft tokens directly, as the stage-0 ``AttributeHead`` asks the frame features:
+one learned query per shape name, per colour name and one for the count attend over a clip's
+(Qv, D) soft tokens, and linear read-outs say
+
+* per shape: whether it is in the clip, its colour, how it moves, when it appears (from the start
+  or at one of the world's later times) and whether it leaves before the end;
+* per colour: whether it is in the clip and which shape wears it;
+* the number of shapes.
+
+A shape's attributes are asked only when no other shape of its kind is in the clip (a colour's
+shape when the colour is unique), so every question has one answer. The head is used in training
+only (``StageSpec.clip_attribute_weight``); the model folder never holds it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.stages import IGNORE
+from train.world.scene import APPEAR_TIMES, COLOURS, MOTIONS, SHAPES
+
+MAX_SHAPES = 3  # the world draws 1 to 3 shapes per clip
+APPEAR_CLASSES = (0.0, *APPEAR_TIMES)  # from the start, or one of the world's appear times
+PREFIX = "clip_attributes."  # the head's parameters' names in a stage's training state
+
+
+def appear_class(appear: float) -> int:
+    """Index into ``APPEAR_CLASSES`` of the nearest time."""
+    return min(range(len(APPEAR_CLASSES)), key=lambda k: abs(APPEAR_CLASSES[k] - appear))
+
+
+class ClipAttributeHead(nn.Module):
+    # per shape query: present, colour, motion, appear time, leaves
+    SHAPE_OUT = 1 + len(COLOURS) + len(MOTIONS) + len(APPEAR_CLASSES) + 1
+
+    def __init__(self, width: int, heads: int = 4) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(len(SHAPES) + len(COLOURS) + 1, width) * 0.02)
+        self.norm = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads if width % heads == 0 else 1, batch_first=True)
+        self.by_shape = nn.Linear(width, self.SHAPE_OUT)
+        self.by_colour = nn.Linear(width, 1 + len(SHAPES))  # present, shape
+        self.count = nn.Linear(width, MAX_SHAPES)  # 1, 2 or 3 shapes
+
+    def targets(self, scenes) -> dict[str, torch.Tensor]:
+        """Class ids per clip (IGNORE where the question has no single answer) and presence flags."""
+        B, S, C = len(scenes), len(SHAPES), len(COLOURS)
+        t = {"present": torch.zeros(B, S + C),
+             **{k: torch.full((B, S), IGNORE, dtype=torch.long) for k in ("colour", "motion", "appear", "leaves")},
+             "shape": torch.full((B, C), IGNORE, dtype=torch.long),
+             "count": torch.tensor([min(len(sc.shapes), MAX_SHAPES) - 1 for sc in scenes])}
+        for b, scene in enumerate(scenes):
+            shapes = [s.shape for s in scene.shapes]
+            colours = [s.colour for s in scene.shapes]
+            for s in scene.shapes:
+                k, c = SHAPES.index(s.shape), COLOURS.index(s.colour)
+                t["present"][b, k] = t["present"][b, S + c] = 1.0
+                if shapes.count(s.shape) == 1:
+                    t["colour"][b, k] = c
+                    t["motion"][b, k] = MOTIONS.index(s.motion)
+                    t["appear"][b, k] = appear_class(s.appear)
+                    t["leaves"][b, k] = int(s.leave < scene.config.duration)
+                if colours.count(s.colour) == 1:
+                    t["shape"][b, c] = k
+        return t
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Soft tokens (B, Qv, D) -> per shape (B, S, SHAPE_OUT), per colour (B, C, 1+S), count (B, 3)."""
+        kv = self.norm(tokens.float())
+        q = self.query[None].expand(tokens.shape[0], -1, -1)  # (B, S+C+1, D)
+        pooled, _ = self.attn(q, kv, kv)
+        h = pooled + q  # (B, S+C+1, D)
+        S, C = len(SHAPES), len(COLOURS)
+        return self.by_shape(h[:, :S]), self.by_colour(h[:, S:S + C]), self.count(h[:, -1])
+
+    def loss(self, tokens: torch.Tensor, scenes) -> torch.Tensor:
+        """Sum of the presence, colour, motion, appear, leaves, shape and count losses."""
+        t = {k: v.to(tokens.device) for k, v in self.targets(scenes).items()}
+        by_shape, by_colour, count = self(tokens)
+        C, M, A = len(COLOURS), len(MOTIONS), len(APPEAR_CLASSES)
+        present = torch.cat([by_shape[..., 0], by_colour[..., 0]], dim=1)  # (B, S+C)
+        total = F.binary_cross_entropy_with_logits(present, t["present"]) + F.cross_entropy(count, t["count"])
+        cuts = {"colour": (1, 1 + C), "motion": (1 + C, 1 + C + M), "appear": (1 + C + M, 1 + C + M + A)}
+        pieces = [(by_shape[..., a:b], t[k]) for k, (a, b) in cuts.items()]
+        pieces.append((by_colour[..., 1:], t["shape"]))
+        for logits, target in pieces:
+            if (target != IGNORE).any():
+                total = total + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.flatten(),
+                                                ignore_index=IGNORE)
+        leaves, target = by_shape[..., -1], t["leaves"]
+        keep = target != IGNORE
+        if keep.any():
+            total = total + F.binary_cross_entropy_with_logits(leaves[keep], target[keep].float())
+        return total
+
+
+def clip_batch(n_clips: int, batch: int, g: torch.Generator) -> torch.Tensor:
+    """Clip indices of one attribute batch, drawn uniformly with replacement."""
+    return torch.randint(n_clips, (batch,), generator=g)

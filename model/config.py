@@ -30,6 +30,9 @@ class ConfigError(ValueError):
     """A config (``config.json`` or a dict) is not valid; the one-line message names the file and the field."""
 
 
+PATCH_NORMS = ("none", "token", "image")  # VisionConfig.patch_norm
+
+
 @dataclass
 class VisionConfig:
     """EVA ViT-g/14 image encoder followed by ``ln_vision``."""
@@ -46,13 +49,17 @@ class VisionConfig:
     # Each entry is a 3x3 conv + GELU, the last one with stride 2, so the patch embedding then
     # steps patch_size / 2 pixels. Only the small models trained here use it (see model/vision.py).
     stem_channels: tuple[int, ...] = ()
-    # A LayerNorm on the patch embeddings before the position embedding is added (timm's PatchEmbed
-    # ``norm_layer``); EVA has none. Small encoders trained here from scratch grew their patch
-    # embeddings ~400x while the position codes stayed put, and lost where things are (see model/vision.py).
-    patch_norm: bool = False
+    # A norm on the patch embeddings before the position embedding is added; EVA has none. One of
+    # PATCH_NORMS: "token" normalises each patch (timm's PatchEmbed ``norm_layer``, ImageBind's audio
+    # stem), "image" all patches of an image together (GroupNorm with one group), which keeps how
+    # much each patch differs from the others. Small encoders trained here from scratch grew their
+    # patch embeddings ~400x while the position codes stayed put, and lost where things are (model/vision.py).
+    patch_norm: str = "none"
 
     def __post_init__(self) -> None:
         self.stem_channels = tuple(self.stem_channels)  # config.json gives a list; presets compare equal
+        if self.patch_norm not in PATCH_NORMS:
+            raise ValueError(f"vision.patch_norm must be one of {', '.join(PATCH_NORMS)}, not {self.patch_norm!r}")
 
     @property
     def num_patches(self) -> int:

@@ -20,10 +20,11 @@ here from scratch need it: with a bare 14-pixel patch projection a 3-block ViT s
 chance at telling a circle from a star even when trained on the shape label itself, as
 "Early convolutions help transformers see better" (Xiao et al., 2021) describes.
 
-``cfg.patch_norm`` normalises each patch embedding before the position embedding is added (no
-keys when off, as in EVA). Trained from scratch with a stem, the bundled model's patch embeddings
-grew from norm 0.4 to about 170 while its position codes stayed near 8: its frozen features then
-told a shape's x position bin at 0.28 (chance 0.2), so no later stage could learn motion
+``cfg.patch_norm`` normalises the patch embeddings before the position embedding is added, each
+patch on its own ("token") or all of an image's patches together ("image"); "none" (EVA) has no
+keys. Trained from scratch with a stem, the bundled model's patch embeddings grew from norm 0.4 to
+about 170 while its position codes stayed near 8: its frozen features then told a shape's x
+position bin at 0.28 (chance 0.2), so no later stage could learn motion
 (``python -m experiments.soft_token_probe``).
 """
 
@@ -90,7 +91,8 @@ class EvaViT(nn.Module):
         step = cfg.patch_size // 2 if cfg.stem_channels else cfg.patch_size  # the stem halves the resolution
         in_ch = cfg.stem_channels[-1] if cfg.stem_channels else 3
         self.patch_embed = nn.Conv2d(in_ch, cfg.width, kernel_size=step, stride=step)
-        self.patch_norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps) if cfg.patch_norm else nn.Identity()
+        self.patch_norm = {"none": nn.Identity(), "token": nn.LayerNorm(cfg.width, eps=cfg.norm_eps),
+                           "image": nn.GroupNorm(1, cfg.width, eps=cfg.norm_eps)}[cfg.patch_norm]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.num_patches, cfg.width))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -103,7 +105,11 @@ class EvaViT(nn.Module):
             raise ValueError(f"EVA ViT expects images (N, 3, {size}, {size}), got {tuple(images.shape)}; "
                              "resize frames to the configured vision.image_size first")
         x = self.patch_embed(self.stem(images.to(self.patch_embed.weight.dtype)))  # (N, W, h, w)
-        x = self.patch_norm(x.flatten(2).transpose(1, 2))  # (N, P, W), row-major over the patch grid
+        if self.cfg.patch_norm == "image":
+            x = self.patch_norm(x)  # over (W, h, w) of each image
+        x = x.flatten(2).transpose(1, 2)  # (N, P, W), row-major over the patch grid
+        if self.cfg.patch_norm == "token":
+            x = self.patch_norm(x)  # over W of each patch
         cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
         x = torch.cat([cls, x], dim=1) + self.pos_embed.to(x.dtype)  # (N, 1+P, W)
         for block in self.blocks:

@@ -184,11 +184,19 @@ def test_a_folder_with_a_fused_qkv_bias_loads_to_the_same_outputs(tmp_path):
 
 def test_patch_norm_normalises_patch_embeddings_before_positions_and_is_absent_by_default():
     assert not any(k.startswith("patch_norm") for k in EvaViT(stem_config()).state_dict())
-    cfg = dataclasses.replace(stem_config(), patch_norm=True)
-    vit = EvaViT(cfg).eval()
-    assert {k for k in vit.state_dict() if k.startswith("patch_norm")} == {"patch_norm.weight", "patch_norm.bias"}
-    with torch.no_grad():
-        vit.patch_embed.weight.mul_(500.0)  # patch embeddings that grew: the norm keeps them at unit scale
-        vit.blocks = torch.nn.ModuleList()  # the tokens as they enter the blocks
-        tokens = vit(torch.randn(2, 3, cfg.image_size, cfg.image_size))[:, 1:] - vit.pos_embed[:, 1:]
-    torch.testing.assert_close(tokens.pow(2).mean(-1), torch.ones(2, cfg.num_patches), atol=1e-3, rtol=1e-3)
+    for kind in ("token", "image"):
+        cfg = dataclasses.replace(stem_config(), patch_norm=kind)
+        vit = EvaViT(cfg).eval()
+        assert {k for k in vit.state_dict() if k.startswith("patch_norm")} == {"patch_norm.weight", "patch_norm.bias"}
+        with torch.no_grad():
+            vit.patch_embed.weight.mul_(500.0)  # patch embeddings that grew: the norm brings them to unit scale
+            vit.blocks = torch.nn.ModuleList()  # the tokens as they enter the blocks
+            tokens = vit(torch.randn(2, 3, cfg.image_size, cfg.image_size))[:, 1:] - vit.pos_embed[:, 1:]
+        per_token = tokens.pow(2).mean(-1)  # (2, P)
+        if kind == "token":  # every patch at unit scale
+            torch.testing.assert_close(per_token, torch.ones_like(per_token), atol=1e-3, rtol=1e-3)
+        else:  # the image's patches at unit scale together, each keeping its own
+            torch.testing.assert_close(per_token.mean(-1), torch.ones(2), atol=0.3, rtol=0.3)
+            assert per_token.std(-1).min() > 0.01
+    with pytest.raises(ValueError, match="patch_norm"):
+        dataclasses.replace(stem_config(), patch_norm="batch")

@@ -27,16 +27,15 @@ from pathlib import Path
 
 import torch
 
-from train.probe import PROBE_SEED, Item, fit_probe
+from train.probe import PROBE_SEED, ROWS, Item, audio_items, fit_probe
 from train.world.pool import POSITION_BINS
-from train.world.scene import COLOURS, MOTIONS, PATTERNS, PITCHES, SHAPES
+from train.world.scene import COLOURS, MOTIONS, SHAPES
 
 VIDEO_ROWS = ("colour of a named shape", "shape of a named colour", "count", "motion of a named shape")
-AUDIO_ROWS = ("pitch", "pattern")
+AUDIO_ROWS = ("pitch (audio)", "pattern (audio)")  # train.probe's rows and questions
 POSITION_ROWS = ("x of a named shape, one frame", "y of a named shape, one frame")
 CHANCE = {"colour of a named shape": 1 / len(COLOURS), "shape of a named colour": 1 / len(SHAPES),
-          "count": 1 / 3, "motion of a named shape": 1 / len(MOTIONS), "pitch": 1 / len(PITCHES),
-          "pattern": 1 / len(PATTERNS),
+          "count": 1 / 3, "motion of a named shape": 1 / len(MOTIONS), **{r: ROWS[r][1] for r in AUDIO_ROWS},
           POSITION_ROWS[0]: 1 / POSITION_BINS, POSITION_ROWS[1]: 1 / POSITION_BINS}
 
 
@@ -54,19 +53,6 @@ def clip_video_items(scenes) -> list[Item]:
                 items.append(Item(c, 0, 3, SHAPES.index(s.shape), MOTIONS.index(s.motion), VIDEO_ROWS[3]))
             if colours.count(s.colour) == 1:
                 items.append(Item(c, 0, 1, COLOURS.index(s.colour), SHAPES.index(s.shape), VIDEO_ROWS[1]))
-    return items
-
-
-def clip_audio_items(scenes) -> list[Item]:
-    """The clip's pitch when all its tones share one, and its pattern when it has one kind of sound."""
-    items = []
-    for c, scene in enumerate(scenes):
-        pitches = {s.pitch for s in scene.sounds}
-        if len(pitches) == 1 and None not in pitches:
-            items.append(Item(c, 0, 0, 0, PITCHES.index(next(iter(pitches))), "pitch"))
-        patterns = {s.pattern for s in scene.sounds} or {"silent"}
-        if len(patterns) == 1:
-            items.append(Item(c, 0, 1, 0, PATTERNS.index(next(iter(patterns))), "pattern"))
     return items
 
 
@@ -129,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     feats = precompute(model, pool)
     video_soft, audio_soft = soft_tokens(model, feats["video"], feats["audio"])
     train_clips = int(0.8 * args.clips)
-    v_items, a_items = clip_video_items(pool.scenes), clip_audio_items(pool.scenes)
+    v_items, a_items = clip_video_items(pool.scenes), audio_items(pool.scenes)
     # Motion is a change of position: first whether one frame's features say where a shape is.
     position = accuracy(feats["video"].float(), frame_position_items(pool.frame_objs), 2, train_clips, args.steps)
     table = {
@@ -140,14 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"soft-token probe of {args.model}: {args.clips} held-out clips (seed {PROBE_SEED}), probes fitted on "
           f"{train_clips} for {args.steps} steps, {time.time() - t0:.0f} s")
-    print(f"  {'question':28s} {'frozen':>8s} {'soft tokens':>12s} {'n':>5s} {'chance':>7s}")
+    print(f"  {'question':32s} {'frozen':>8s} {'soft tokens':>12s} {'n':>5s} {'chance':>7s}")
     for row in VIDEO_ROWS + AUDIO_ROWS:
         if row in table["frozen"]:
             (fa, n), (sa, _) = table["frozen"][row], table["soft tokens"][row]
-            print(f"  {row:28s} {fa:8.3f} {sa:12.3f} {n:5d} {CHANCE[row]:7.2f}")
+            print(f"  {row:32s} {fa:8.3f} {sa:12.3f} {n:5d} {CHANCE[row]:7.2f}")
     for row in POSITION_ROWS:
         if row in position:
-            print(f"  {row:28s} {position[row][0]:8.3f} {'-':>12s} {position[row][1]:5d} {CHANCE[row]:7.2f}")
+            print(f"  {row:32s} {position[row][0]:8.3f} {'-':>12s} {position[row][1]:5d} {CHANCE[row]:7.2f}")
     return 0
 
 

@@ -111,6 +111,14 @@ def test_batch_reports_bad_lines_and_resumes(monkeypatch, capsys, tmp_path, vide
     assert "1 answered, 1 failed" in capsys.readouterr().out  # line 3 now works, line 2 is still bad
 
 
+def test_batch_refuses_a_line_with_an_unknown_key_instead_of_answering_it_without_its_media(tmp_path):
+    from model.commands.batch import answer_line
+
+    record = answer_line(None, 4, json.dumps({"id": "x", "media": "a.mp4", "question": "What colour?"}), tmp_path, None)
+    assert record["answer"] is None and record["id"] == "x"
+    assert "unknown key 'media'" in record["error"] and "video, image or audio" in record["error"]
+
+
 @pytest.mark.slow
 def test_chat_exits_cleanly_after_answering(video):
     # A worker thread still winding down inside torch while the interpreter exits aborted the

@@ -9,6 +9,7 @@ Input, one JSON object per line::
     {"video": "a.mp4", "question": "...", "use_audio": false, "num_frames": 16}
     {"video": "a.mp4", "question": "...", "system": "Answer in one word."}  # replaces the system prompt
 
+Other keys are refused (so a misspelt media key is not answered as a text-only question).
 Relative paths are relative to the input file's folder. Output, one line per input line::
 
     {"line": 1, "id": "q1", "media": "...", "question": "...", "answer": "...", "error": null, "seconds": 1.2}
@@ -30,6 +31,9 @@ from model.chat.errors import WrongMediaKind
 from model.commands.common import ModelMissing, add_model_arguments, add_sampling_arguments, fail, load_models
 
 MEDIA_KEYS = ("video", "image", "audio")
+# What a line may hold; anything else is refused, so a misspelt media key ("media", "file") is not
+# silently answered as a text-only question.
+LINE_KEYS = ("id", "question", "model", "system", "use_audio", "num_frames", *MEDIA_KEYS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +108,10 @@ def answer_line(engine, n: int, text: str, base: Path, settings) -> dict:
             raise ValueError("the line is not a JSON object")
         record["id"] = item.get("id")
         record["question"] = question = item.get("question")
+        unknown = sorted(set(item) - set(LINE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; a line "
+                             f"takes {', '.join(LINE_KEYS)} (media go under video, image or audio)")
         kinds = [k for k in MEDIA_KEYS if item.get(k)]
         if len(kinds) > 1:
             raise ValueError(f"give at most one of {', '.join(MEDIA_KEYS)}; this line has {', '.join(kinds)}")

@@ -49,9 +49,9 @@ OUT = ROOT / "runs" / "ablations"
 AUDIO_BRANCH_SIZES = {"world.n_train": 1000, "world.probe_clips": 0, "stage0.max_steps": 600,
                       "stage1.max_steps": 100, "stage2.max_steps": 100}
 # ... timed with the recipe's seconds per clip rendered and per step of checkpoints/toy-world/README.md
-# (render 72 s for 2,000 clips; stage 0 1,267 s for 1,200 steps and stage 1 246 s for 100 on one thread;
-# stage 2 4,108 s for 900 fact-first steps on two).
-README_SECONDS = {"render": 72 / 2000, "stage0": 1267 / 1200, "stage1": 246 / 100, "stage2": 4108 / 900}
+# (render 63 s for 2,000 clips; stage 0 1,267 s for 1,200 steps and stage 1 238 s for 100 on one thread;
+# stage 2 2,681 s for 600 fact-first steps on two).
+README_SECONDS = {"render": 63 / 2000, "stage0": 1267 / 1200, "stage1": 238 / 100, "stage2": 2681 / 600}
 OVERHEAD_S = 60  # LLM load, frozen features, saving: outside the README's per-stage times
 AUDIO_ARMS = {  # name -> (audio_from, output folder relative to the repository)
     "audio-caption": ("audio", Path("runs") / "ablate-audio-caption"),

@@ -27,16 +27,15 @@ from pathlib import Path
 
 import torch
 
-from train.probe import PROBE_SEED, ROWS, Item, audio_items, fit_probe
-from train.world.pool import POSITION_BINS
+from train.probe import PROBE_SEED, ROWS, VIDEO_KINDS, Item, audio_items, fit_probe, video_items
 from train.world.scene import COLOURS, MOTIONS, SHAPES
 
 VIDEO_ROWS = ("colour of a named shape", "shape of a named colour", "count", "motion of a named shape")
 AUDIO_ROWS = ("pitch (audio)", "pattern (audio)")  # train.probe's rows and questions
-POSITION_ROWS = ("x of a named shape, one frame", "y of a named shape, one frame")
+POSITION_ROW = "position (x, y bin of a shape)"  # train.probe's per-frame question
 CHANCE = {"colour of a named shape": 1 / len(COLOURS), "shape of a named colour": 1 / len(SHAPES),
-          "count": 1 / 3, "motion of a named shape": 1 / len(MOTIONS), **{r: ROWS[r][1] for r in AUDIO_ROWS},
-          POSITION_ROWS[0]: 1 / POSITION_BINS, POSITION_ROWS[1]: 1 / POSITION_BINS}
+          "count": 1 / 3, "motion of a named shape": 1 / len(MOTIONS),
+          **{r: ROWS[r][1] for r in (*AUDIO_ROWS, POSITION_ROW)}}
 
 
 def clip_video_items(scenes) -> list[Item]:
@@ -53,20 +52,6 @@ def clip_video_items(scenes) -> list[Item]:
                 items.append(Item(c, 0, 3, SHAPES.index(s.shape), MOTIONS.index(s.motion), VIDEO_ROWS[3]))
             if colours.count(s.colour) == 1:
                 items.append(Item(c, 0, 1, COLOURS.index(s.colour), SHAPES.index(s.shape), VIDEO_ROWS[1]))
-    return items
-
-
-def frame_position_items(frame_objs) -> list[Item]:
-    """Per frame: the x and y bin of each shape that is the only one of its kind in that frame.
-    ``frame_objs``: clip x frame x (size, colour, shape, x bin, y bin)."""
-    items = []
-    for c, frames in enumerate(frame_objs):
-        for t, objs in enumerate(frames):
-            shapes = [o[2] for o in objs]
-            for _, _, shape, x, y in objs:
-                if shapes.count(shape) == 1:
-                    items.append(Item(c, t, 0, SHAPES.index(shape), x, POSITION_ROWS[0]))
-                    items.append(Item(c, t, 1, SHAPES.index(shape), y, POSITION_ROWS[1]))
     return items
 
 
@@ -117,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     train_clips = int(0.8 * args.clips)
     v_items, a_items = clip_video_items(pool.scenes), audio_items(pool.scenes)
     # Motion is a change of position: first whether one frame's features say where a shape is.
-    position = accuracy(feats["video"].float(), frame_position_items(pool.frame_objs), 2, train_clips, args.steps)
+    where = [it for it in video_items(pool.frame_objs) if it.row == POSITION_ROW]
+    position = accuracy(feats["video"].float(), where, len(VIDEO_KINDS), train_clips, args.steps)
     table = {
         "frozen": {**accuracy(with_frame_index(feats["video"].float()), v_items, 4, train_clips, args.steps),
                    **accuracy(feats["audio"].float()[:, None], a_items, 2, train_clips, args.steps)},
@@ -131,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         if row in table["frozen"]:
             (fa, n), (sa, _) = table["frozen"][row], table["soft tokens"][row]
             print(f"  {row:32s} {fa:8.3f} {sa:12.3f} {n:5d} {CHANCE[row]:7.2f}")
-    for row in POSITION_ROWS:
-        if row in position:
-            print(f"  {row:32s} {position[row][0]:8.3f} {'-':>12s} {position[row][1]:5d} {CHANCE[row]:7.2f}")
+    if POSITION_ROW in position:
+        (pa, n) = position[POSITION_ROW]
+        print(f"  {POSITION_ROW:32s} {pa:8.3f} {'-':>12s} {n:5d} {CHANCE[POSITION_ROW]:7.2f}")
     return 0
 
 

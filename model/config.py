@@ -55,6 +55,11 @@ class VisionConfig:
     # much each patch differs from the others. Small encoders trained here from scratch grew their
     # patch embeddings ~400x while the position codes stayed put, and lost where things are (model/vision.py).
     patch_norm: str = "none"
+    # Fixed 2-D sine-cosine position codes added to the patch tokens after ln_vision, where the image
+    # Q-Former reads them (model/vision.py: VisionOutputNorm); EVA has none. For the small encoders
+    # trained here: their own position codes were drowned inside the ViT, so the frozen features
+    # barely said where a shape was and no later stage could learn motion.
+    output_position: bool = False
 
     def __post_init__(self) -> None:
         self.stem_channels = tuple(self.stem_channels)  # config.json gives a list; presets compare equal

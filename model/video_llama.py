@@ -24,7 +24,7 @@ from model.config import VideoLlamaConfig
 from model.llm import build_llm
 from model.lora import adapter_scope
 from model.qformer import BERT_DROPOUT, QFormer
-from model.vision import EvaViT
+from model.vision import EvaViT, VisionOutputNorm
 
 FROZEN = ("vision_encoder", "ln_vision", "image_qformer", "audio_encoder", "llm")
 TRAINABLE = ("frame_position_embedding", "video_qformer", "video_proj",
@@ -197,7 +197,7 @@ def build_vision_branch(cfg: VideoLlamaConfig) -> dict[str, nn.Module]:
     H = cfg.video_qformer.hidden_size
     return {
         "vision_encoder": EvaViT(cfg.vision),
-        "ln_vision": nn.LayerNorm(cfg.vision.width, eps=cfg.vision.ln_vision_eps),
+        "ln_vision": VisionOutputNorm(cfg.vision),
         "image_qformer": QFormer(cfg.image_qformer),
         "frame_position_embedding": nn.Embedding(cfg.max_frame_pos, cfg.image_qformer.hidden_size),
         "video_qformer": QFormer(cfg.video_qformer, dropout=BERT_DROPOUT),

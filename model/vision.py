@@ -26,6 +26,11 @@ keys. Trained from scratch with a stem, the bundled model's patch embeddings gre
 about 170 while its position codes stayed near 8: its frozen features then told a shape's x
 position bin at 0.28 (chance 0.2), so no later stage could learn motion
 (``python -m experiments.soft_token_probe``).
+
+``VisionOutputNorm`` is ``ln_vision``, BLIP-2's LayerNorm after the ViT, with the same two keys.
+With ``cfg.output_position`` it also adds fixed 2-D sine-cosine codes to the patch tokens after
+normalising them, so the image Q-Former's keys say where each patch is however large the ViT's
+own activations grew; EVA has none (the flag is off in every official preset).
 """
 
 from __future__ import annotations
@@ -36,6 +41,20 @@ from torch import nn
 
 from model.config import VisionConfig
 from model.layers import MLP
+
+
+def sincos_2d(grid: int, width: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position codes (grid*grid, width), row-major over the patch grid: the
+    first half of the channels code x, the second half y; each code has norm sqrt(width / 2)."""
+    quarter = width // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter) / quarter))  # (W/4,)
+    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    parts = []
+    for coord in (xs.flatten(), ys.flatten()):
+        angle = coord[:, None].float() * freqs[None]  # (P, W/4)
+        parts += [angle.sin(), angle.cos()]
+    codes = torch.cat(parts, dim=1)  # (P, 4 * (W // 4))
+    return torch.nn.functional.pad(codes, (0, width - codes.shape[1]))  # (P, W)
 
 
 class EvaAttention(nn.Module):
@@ -115,3 +134,24 @@ class EvaViT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return x
+
+
+class VisionOutputNorm(nn.LayerNorm):
+    """``ln_vision``: (N, 1+P, W) -> (N, 1+P, W), LayerNorm and, with ``cfg.output_position``,
+    sine-cosine codes on the P patch tokens (the CLS token gets none).
+
+    The codes are computed in ``forward`` (a 65 x 128 table for the bundled model) rather than
+    kept as a buffer: a model built on the meta device and then loaded would otherwise hold
+    no values for them, and the state dict stays ``weight`` and ``bias``, as the original's.
+    """
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__(cfg.width, eps=cfg.ln_vision_eps)
+        self.grid = cfg.image_size // cfg.patch_size if cfg.output_position else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x)
+        if not self.grid:
+            return x
+        codes = sincos_2d(self.grid, x.shape[-1]).to(device=x.device, dtype=x.dtype)  # (P, W)
+        return torch.cat([x[:, :1], x[:, 1:] + codes], dim=1)  # (N, 1+P, W)

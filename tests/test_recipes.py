@@ -543,3 +543,27 @@ def test_each_batch_comes_from_one_bucket_and_every_example_is_equally_likely():
         np.add.at(counts, rows, 1)
     # 16,000 rows over 20 examples: 800 each; a small bucket's rows are not favoured.
     assert counts.min() > 650 and counts.max() < 950, counts
+
+
+@pytest.mark.parametrize("scale", [1.0, 16.0])
+def test_stage0_starts_the_vit_position_embedding_from_scaled_sine_cosine_codes(tmp_path, monkeypatch, scale):
+    import dataclasses
+
+    from model.vision import sincos_2d
+    from train import toy_pipeline
+    from train.trainer import make_accelerator
+    from train.world.pool import render_pool
+
+    recipe = get_recipe("toy-world", quick=True)
+    cfg = VideoLlamaConfig.from_dict(recipe.model)
+    spec = dataclasses.replace(recipe.stages[0], position_code_scale=scale)
+    seen = {}
+    # What the stage trains from: the position embedding when training would begin.
+    monkeypatch.setattr(toy_pipeline, "_run_stage",
+                        lambda *a, **k: seen.update(pos=model.vision_encoder.pos_embed.detach().clone()))
+    model = build_model(cfg, device="cpu", with_llm=False)
+    toy_pipeline.run_stage0(model, render_pool(cfg, 2, 1), spec, tmp_path, make_accelerator(spec.train), False)
+    grid = cfg.vision.image_size // cfg.vision.patch_size
+    torch.testing.assert_close(seen["pos"][0, 1:], scale * sincos_2d(grid, cfg.vision.width))
+    with pytest.raises(ValueError, match="position_code_scale"):
+        dataclasses.replace(spec, position_code_scale=0.0).check()

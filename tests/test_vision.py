@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from model.config import VideoLlamaConfig, VisionConfig
-from model.vision import EvaViT
+from model.vision import EvaViT, VisionOutputNorm, sincos_2d
 
 
 def reference_eva(state: dict, cfg: VisionConfig, images: torch.Tensor, q_bias, v_bias, k_bias=None) -> torch.Tensor:
@@ -200,3 +200,38 @@ def test_patch_norm_normalises_patch_embeddings_before_positions_and_is_absent_b
             assert per_token.std(-1).min() > 0.01
     with pytest.raises(ValueError, match="patch_norm"):
         dataclasses.replace(stem_config(), patch_norm="batch")
+
+
+def test_sincos_codes_tell_every_patch_apart_at_one_scale():
+    codes = sincos_2d(4, 40)  # 16 patches, width 40 (not a multiple of 8: the rest is zero-padded)
+    assert codes.shape == (16, 40)
+    torch.testing.assert_close(codes[:, :40 // 4 * 4].norm(dim=1), torch.full((16,), (40 // 4 * 2) ** 0.5))
+    distances = torch.cdist(codes, codes) + torch.eye(16)
+    assert distances.min() > 0.1
+    # the first half codes x only: patches in one column (same x) share it
+    torch.testing.assert_close(codes[0, :20], codes[4, :20])
+    assert not torch.allclose(codes[0, 20:], codes[4, 20:])
+
+
+def test_ln_vision_adds_output_position_codes_to_patch_tokens_only_when_configured():
+    cfg = VisionConfig(image_size=28, patch_size=7, width=40, depth=1, num_heads=4, mlp_dim=37)
+    x = torch.randn(2, 1 + cfg.num_patches, cfg.width) * 50
+    plain = VisionOutputNorm(cfg)
+    assert set(plain.state_dict()) == {"weight", "bias"}
+    torch.testing.assert_close(plain(x), F.layer_norm(x, (cfg.width,), eps=cfg.ln_vision_eps))
+    placed = VisionOutputNorm(dataclasses.replace(cfg, output_position=True))
+    assert set(placed.state_dict()) == {"weight", "bias"}  # the codes are fixed: no keys, nothing to load
+    out = placed(x)
+    torch.testing.assert_close(out[:, 0], plain(x)[:, 0])  # the CLS token gets no code
+    torch.testing.assert_close(out[:, 1:] - plain(x)[:, 1:], sincos_2d(4, 40).expand(2, -1, -1))
+
+
+def test_ln_vision_with_output_position_loads_from_the_meta_device():
+    cfg = dataclasses.replace(VisionConfig(image_size=28, patch_size=7, width=40, depth=1, num_heads=4, mlp_dim=37),
+                              output_position=True)
+    reference = VisionOutputNorm(cfg)
+    with torch.device("meta"):
+        loaded = VisionOutputNorm(cfg)
+    loaded.load_state_dict(reference.state_dict(), assign=True)
+    x = torch.randn(1, 1 + cfg.num_patches, cfg.width)
+    torch.testing.assert_close(loaded(x), reference(x))

@@ -48,6 +48,7 @@ class StageSpec:
     image_share: float = 0.0  # toy-world stages 1 and 2: share of clips that also give one frame as an image
     caption_weight: float = 0.0  # toy-world stage 0: weight of the frame-caption generation loss
     attribute_weight: float = 0.0  # toy-world stage 0: weight of the (shape, colour, place) label loss
+    position_code_scale: float = 1.0  # toy-world stage 0: the ViT's position embedding starts as this x sine-cosine codes
     centre_weight: float = 0.0  # toy-world stages 1 and 2: weight of the soft tokens' clip-independent share
     # toy-world stages 1 and 2: weight of the clip-level attribute questions on the video soft tokens
     # (train/clip_attributes.py), asked of ``clip_attribute_batch`` clips drawn beside each batch
@@ -67,6 +68,8 @@ class StageSpec:
         for name in ("caption_weight", "attribute_weight", "centre_weight", "clip_attribute_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{self.name}.{name} is a loss weight (0 or more), not {getattr(self, name)}")
+        if not self.position_code_scale > 0:
+            raise ValueError(f"{self.name}.position_code_scale must be positive, not {self.position_code_scale}")
         if self.clip_attribute_batch < 1:
             raise ValueError(f"{self.name}.clip_attribute_batch must be 1 or more, not {self.clip_attribute_batch}")
         if self.train.max_steps < 1 or self.train.batch_size < 1 or not self.train.lr > 0:
@@ -129,6 +132,10 @@ CLIP_ATTRIBUTE_WEIGHT = 0.5  # toy-world stages 1 and 2 (StageSpec.clip_attribut
 
 # Stage 0: the ViT learns at 3x the peak rate (experiments/README.md: encoder_probe, stage0_probe).
 VIT_LR_SCALE = {"vision_encoder": 3.0}
+# Stage 0: the ViT's position embedding starts at 16x the sine-cosine codes (norm ~128, where the patch
+# embeddings grow to): at 1x, the patch embeddings outgrew them ~20x and the frozen features told a
+# shape's position bin at 0.28; at 16x, 0.91 (experiments/README.md, stage0_probe).
+POSITION_CODE_SCALE = 16.0
 
 
 def _toy_stages(quick: bool) -> list[StageSpec]:
@@ -161,7 +168,7 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
     # Stages 1 and 2 ask the video soft tokens clip-level questions (train/clip_attributes.py): after
     # stage 1 alone they then held a named shape's colour at 0.86 and a colour's shape at 0.83, against
     # 0.61 and 0.53 without (python -m experiments.soft_token_probe).
-    return [StageSpec("stage0", "contrastive", both, s0, attribute_weight=2.0),
+    return [StageSpec("stage0", "contrastive", both, s0, attribute_weight=2.0, position_code_scale=POSITION_CODE_SCALE),
             StageSpec("stage1", "caption", both, s1, image_share=IMAGE_SHARE, train_lora=False,
                       clip_attribute_weight=CLIP_ATTRIBUTE_WEIGHT),
             StageSpec("stage2", "instruct", both, s2, max_turns=4, no_sound_share=NO_SOUND_SHARE,

@@ -18,6 +18,7 @@ from model.config import VideoLlamaConfig
 from model.media import frame_message
 from model.media.common import normalise
 from model.video_llama import build_model
+from model.vision import sincos_2d
 from train import al_toy, clip_attributes, llm_lora, stage0, stages
 from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
@@ -81,18 +82,6 @@ def _audio_batch(pool: Pool, g: torch.Generator, batch: int):
     return fb, [pool.sound_texts[c][w] for c, w in zip(clips.tolist(), wins.tolist(), strict=True)]
 
 
-def sincos_2d(grid: int, width: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position codes (grid*grid, width): half the channels code x, half y."""
-    quarter = width // 4
-    freqs = 1.0 / (100.0 ** (torch.arange(quarter) / quarter))  # (W/4,)
-    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    parts = []
-    for coord in (xs.flatten(), ys.flatten()):
-        angle = coord[:, None].float() * freqs[None]  # (P, W/4)
-        parts += [angle.sin(), angle.cos()]
-    return torch.cat(parts, dim=1)  # (P, W)
-
-
 def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool) -> al_toy.ImageTower | None:
     """Train the encoders; with ``audio_from="vision"`` also the image tower (``train/al_toy.py``),
     which is returned (else None)."""
@@ -106,7 +95,8 @@ def run_stage0(model, pool: Pool, spec: StageSpec, out: Path, acc, resume: bool)
     # random init, 1000 contrastive steps left positions (hence motion) barely decodable.
     vcfg = model.config.vision
     with torch.no_grad():
-        model.vision_encoder.pos_embed[0, 1:] = sincos_2d(vcfg.image_size // vcfg.patch_size, vcfg.width)
+        codes = sincos_2d(vcfg.image_size // vcfg.patch_size, vcfg.width)
+        model.vision_encoder.pos_embed[0, 1:] = spec.position_code_scale * codes
     heads.to(acc.device)
     tower = al_toy.build_tower(model.config, acc.device, spec.train.seed) if spec.audio_from == "vision" else None
     params = _stage0_params(model, heads) + al_toy.named_parameters(tower)

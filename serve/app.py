@@ -7,7 +7,9 @@ Streaming uses FastAPI's own SSE support (``fastapi.sse``: ``EventSourceResponse
 event encoder) rather than another package, returned from an ordinary endpoint: every check
 that can fail (schema, model, media, a full queue) runs before the response starts, so a
 failing streaming request gets a proper 4xx status and error object, as OpenAI's does.
-A client that disconnects mid-stream cancels its generation (``engine.cancel``).
+A client that disconnects mid-stream cancels its generation (``engine.cancel``). After each
+request the free malloc pages go back to the system (``model/chat/heap.py``), as the web app does,
+so a long-running server's resident size follows what it holds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import ValidationError
 
+from model.chat import heap
 from serve import handlers
 from serve.errors import ApiError, api_error
 from serve.media import MediaPolicy
@@ -88,6 +91,7 @@ def build_app(backend: Backend) -> FastAPI:
             raise api_error(err) from None
         finally:
             engine.cancel(prepared.conv)  # no-op when done; stops the work if the client left
+            heap.release_free_memory()  # the request's buffers are freed: give the pages back
         return JSONResponse(result.model_dump())
 
     return app
@@ -174,3 +178,4 @@ async def _sse(engine: Any, prepared: handlers.Prepared, deltas: Iterator[str]) 
         yield format_sse_event(data_str="[DONE]")
     finally:
         engine.cancel(prepared.conv)
+        heap.release_free_memory()

@@ -78,6 +78,9 @@ def main(args: argparse.Namespace) -> int:
 def run_single(args: argparse.Namespace, policy: MediaPolicy) -> int:
     import uvicorn
 
+    from model.chat import heap
+
+    heap.limit_arenas()  # before uvicorn, the loader and the engine start threads (model/chat/heap.py)
     backend = Backend(policy=policy, max_body_bytes=int(args.max_body_mb * 2**20))
     server = uvicorn.Server(uvicorn.Config(build_app(backend), host=args.host, port=args.port, log_level="info"))
     failure: list[str] = []

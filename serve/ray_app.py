@@ -18,6 +18,7 @@ import threading
 
 from ray import serve
 
+from model.chat import heap
 from serve.app import Backend, build_app
 from serve.loading import build_engine
 from serve.media import MediaPolicy
@@ -33,6 +34,7 @@ class VideoLlamaReplica:
     """One engine replica (Ray calls ``__serve_build_asgi_app__`` after ``__init__``)."""
 
     def __init__(self, args: argparse.Namespace, policy: MediaPolicy):
+        heap.limit_arenas()  # before the engine starts its threads (Ray's own already run)
         self.backend = Backend(engine=build_engine(args), policy=policy,
                                max_body_bytes=int(args.max_body_mb * 2**20))
 

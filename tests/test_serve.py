@@ -359,3 +359,18 @@ def test_health_says_loading_until_the_engine_is_there(tmp_path):
         assert int(answer.headers["retry-after"]) > 0
     finally:
         loading.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_request_gives_free_memory_back(server, client, monkeypatch, stream):
+    from serve import app as served
+
+    trims = []
+    monkeypatch.setattr(served.heap, "release_free_memory", lambda: trims.append(1) or True)
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    if stream:
+        for _ in client.chat.completions.create(**ask, stream=True):
+            pass
+    else:
+        client.chat.completions.create(**ask)
+    assert wait_for(lambda: len(trims) == 1)

@@ -18,6 +18,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SIZE = 224  # the encoders' input size: nothing is lost in resizing
 SECONDS = 4
+# Drawn as the synthetic world draws its scenes (train/world/scene.py), which is all the bundled
+# model knows: a dark grey background (the world's are grey 0-90; on mid grey, 128, the model
+# called the blue circle purple) and beeps of 0.12 s on, 0.12 s off (BEEP_ON_S; beeps of 0.25 s
+# it called a steady tone).
+BACKGROUND = 48
+BACKGROUND_HEX = f"0x{BACKGROUND:02x}{BACKGROUND:02x}{BACKGROUND:02x}"
+BEEP_S = 0.12
 
 # A filled circle of radius r centred at (cx, cy) given as ffmpeg expressions of t.
 _CIRCLE = "if(lte(pow(X-({cx}),2)+pow(Y-({cy}),2),{r}*{r}),{on},{off})"
@@ -35,7 +42,7 @@ def _moving_square(colour: str, side: int, x: str, y: str) -> str:
     drawbox evaluates its position once, so motion goes through overlay, which
     re-evaluates x and y on every frame.
     """
-    return (f"color=c=gray:s={SIZE}x{SIZE}:r=10:d={SECONDS}[bg];"
+    return (f"color=c={BACKGROUND_HEX}:s={SIZE}x{SIZE}:r=10:d={SECONDS}[bg];"
             f"color=c={colour}:s={side}x{side}:r=10:d={SECONDS}[fg];"
             f"[bg][fg]overlay=x='{x}':y='{y}':eval=frame")
 
@@ -48,11 +55,11 @@ EXAMPLES: dict[str, dict] = {
         questions=["What colour is the shape?", "Which way does it move?", "Is the sound high or low?"],
     ),
     "blue_circle_beeping.mp4": dict(
-        video=f"color=c=gray:s={SIZE}x{SIZE}:r=10:d={SECONDS},format=rgb24,"
-              + _circle_filter("112", "30+T*40", 24, (40, 80, 230), 128),
-        # A 1760 Hz tone switched on and off twice a second: a beeping sound.
+        video=f"color=c={BACKGROUND_HEX}:s={SIZE}x{SIZE}:r=10:d={SECONDS},format=rgb24,"
+              + _circle_filter("112", "30+T*40", 24, (40, 80, 230), BACKGROUND),
+        # A 1760 Hz tone switched on and off every BEEP_S seconds: a beeping sound.
         audio=f"sine=frequency=1760:sample_rate=16000:duration={SECONDS},"
-              "volume='if(lt(mod(t,0.5),0.25),1,0)':eval=frame",
+              f"volume='if(lt(mod(t,{2 * BEEP_S}),{BEEP_S}),1,0)':eval=frame",
         questions=["What shape do you see?", "Describe the sound.", "Which way does the circle move?"],
     ),
     "green_square_silent.mp4": dict(
@@ -61,7 +68,7 @@ EXAMPLES: dict[str, dict] = {
         questions=["What colour is the square?", "Describe the motion."],
     ),
     "yellow_square.png": dict(
-        video=f"color=c=gray:s={SIZE}x{SIZE}:d=1,drawbox=x=80:y=80:w=64:h=64:color=yellow:t=fill",
+        video=f"color=c={BACKGROUND_HEX}:s={SIZE}x{SIZE}:d=1,drawbox=x=80:y=80:w=64:h=64:color=yellow:t=fill",
         audio=None,
         questions=["What is in this picture?", "What colour is the shape?"],
     ),

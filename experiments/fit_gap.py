@@ -39,7 +39,9 @@ SEEDS = {"training clips": toy_world().world["seed"], "new clips": 7}  # the rec
 def exact_answers(model, seed: int, clips: int) -> dict[tuple[str, str], list[bool]]:
     pool = render_pool(model.config, clips, seed)
     feats = {k: v.float() for k, v in precompute(model, pool).items()}
-    examples = [ex for ex in instruct_examples(pool, model.tokenizer, model.config, max_turns=1)
+    # Yes/no answers in the form the recipe's stage 2 teaches ("The circle is red, so no.").
+    answers = toy_world().stages[2].yes_no_answers
+    examples = [ex for ex in instruct_examples(pool, model.tokenizer, model.config, max_turns=1, yes_no_answers=answers)
                 if ex.meta["skill"] != "description"]
     embed = model.llm.get_input_embeddings()
     right = defaultdict(list)
@@ -47,7 +49,8 @@ def exact_answers(model, seed: int, clips: int) -> dict[tuple[str, str], list[bo
         batch = examples[i:i + 16]
         rows = torch.tensor([ex.clip for ex in batch])
         media = stages.media_tokens(model, {k: v[rows] for k, v in feats.items()})  # slot -> (B, Q, D)
-        hits = stages.exact_answers(model.llm, *stages.assemble(embed, batch, media))
+        with model.llm_scope(media=True):  # the LoRA adapter, as the engine runs prompts with media
+            hits = stages.exact_answers(model.llm, *stages.assemble(embed, batch, media))
         for ex, hit in zip(batch, hits, strict=True):
             right[(ex.meta["skill"], FORMS[ex.meta["kind"]])].append(hit)
     return right

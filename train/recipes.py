@@ -48,7 +48,7 @@ class StageSpec:
     image_share: float = 0.0  # toy-world stages 1 and 2: share of clips that also give one frame as an image
     caption_weight: float = 0.0  # toy-world stage 0: weight of the frame-caption generation loss
     attribute_weight: float = 0.0  # toy-world stage 0: weight of the (shape, colour, place) label loss
-    position_code_scale: float = 1.0  # toy-world stage 0: the ViT's position embedding starts as this x sine-cosine codes
+    position_code_scale: float = 1.0  # toy-world stage 0: the ViT position embedding starts as this x sine-cosine codes
     centre_weight: float = 0.0  # toy-world stages 1 and 2: weight of the soft tokens' clip-independent share
     # toy-world stages 1 and 2: weight of the clip-level attribute questions on the video soft tokens
     # (train/clip_attributes.py), asked of ``clip_attribute_batch`` clips drawn beside each batch

@@ -25,7 +25,8 @@ patch on its own ("token") or all of an image's patches together ("image"); "non
 keys. Trained from scratch with a stem, the bundled model's patch embeddings grew from norm 0.4 to
 about 170 while its position codes stayed near 8: its frozen features then told a shape's x
 position bin at 0.28 (chance 0.2), so no later stage could learn motion
-(``python -m experiments.soft_token_probe``).
+(``python -m experiments.soft_token_probe``). The toy-world recipe now starts the position
+embedding at 16x the codes instead (``train/recipes.py``: POSITION_CODE_SCALE; 0.91).
 
 ``VisionOutputNorm`` is ``ln_vision``, BLIP-2's LayerNorm after the ViT, with the same two keys.
 With ``cfg.output_position`` it also adds fixed 2-D sine-cosine codes to the patch tokens after

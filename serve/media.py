@@ -123,6 +123,8 @@ def _decode_base64(data: str, policy: MediaPolicy) -> bytes:
                        code="invalid_media") from None
     if not raw:
         raise ApiError(400, "the media data is empty", param="messages", code="invalid_media")
+    if len(raw) > policy.max_bytes:  # the estimate above allows for up to 3 bytes of padding
+        raise _too_large(len(raw), policy)
     return raw
 
 

@@ -176,7 +176,7 @@ def test_body_and_media_over_the_limits_are_413(server, client):
     policy, backend = server.backend.policy, server.backend
     old_media, old_body = policy.max_bytes, backend.max_body_bytes
     try:
-        policy.max_bytes = 1000  # every asset is bigger
+        policy.max_bytes = IMAGE.stat().st_size - 1  # one byte short of the image asked about
         with pytest.raises(openai.APIStatusError) as err:
             client.chat.completions.create(model=MODEL, messages=[user("image", "What?")])
         assert err.value.status_code == 413 and err.value.body["code"] == "media_too_large"

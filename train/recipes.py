@@ -143,10 +143,11 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
     if quick:
         s0 = TrainConfig(max_steps=20, batch_size=32, lr=1e-3, min_lr=1e-4, warmup_steps=2, weight_decay=0.05,
                          log_every=5, save_every=10, lr_scale=dict(VIT_LR_SCALE))
-        s1 = TrainConfig(max_steps=6, batch_size=8, lr=2e-3, min_lr=2e-4, warmup_steps=1, weight_decay=0.05,
-                         log_every=2, save_every=3)
+        # Ten stage-1 steps: with six, one noisy batch could leave the last losses level with the first.
+        s1 = TrainConfig(max_steps=10, batch_size=8, lr=2e-3, min_lr=2e-4, warmup_steps=1, weight_decay=0.05,
+                         log_every=2, save_every=5)
         # Two warm-up steps: one full step at 2e-3 on the tiny set can jump the loss.
-        s2 = dataclasses.replace(s1, lr=1e-3, warmup_steps=2)
+        s2 = dataclasses.replace(s1, max_steps=6, save_every=3, lr=1e-3, warmup_steps=2)
     else:
         # Sized for the 90 minutes on 2 cores: fact-first stage-2 answers take about 4.5 s a step on
         # both cores (bench/train_bench.py), so 600 of them; the clip attribute questions in stages 1

@@ -46,7 +46,8 @@ from model.layers import MLP
 
 def sincos_2d(grid: int, width: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position codes (grid*grid, width), row-major over the patch grid: the
-    first half of the channels code x, the second half y; each code has norm sqrt(width / 2)."""
+    first half of the channels code x, the second half y; each code has norm sqrt(2 * (width // 4)),
+    sqrt(width / 2) when width is a multiple of 4 (other widths get zero channels at the end)."""
     quarter = width // 4
     freqs = 1.0 / (100.0 ** (torch.arange(quarter) / quarter))  # (W/4,)
     ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")

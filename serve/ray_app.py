@@ -5,7 +5,9 @@ Each replica loads the models and builds the same FastAPI app as the single-proc
 (``__serve_build_asgi_app__``); Ray's HTTP proxy spreads requests over the replicas. A replica
 takes one GPU when the cluster has GPUs, CPUs otherwise (``--replica-cpus``, one torch thread
 each unless ``--threads`` says otherwise). Replicas are fixed (``--replicas``) or autoscaled by
-requests in flight (``--min-replicas``/``--max-replicas``/``--target-queue``).
+requests in flight (``--min-replicas``/``--max-replicas``/``--target-queue``). A conversation
+named in the ``X-Session-Id`` header stays on one replica, where its media is cached
+(``serve/ray_router.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import signal
 import threading
 
 from ray import serve
+from ray.serve.config import RequestRouterConfig
 
 from model.chat import heap
 from serve.app import Backend, build_app
 from serve.loading import build_engine
 from serve.media import MediaPolicy
+from serve.ray_router import SessionAffinityRouter
 
 log = logging.getLogger("serve.ray")
 
@@ -51,7 +55,8 @@ def deployment_options(args: argparse.Namespace, gpus: float) -> dict:
     """Ray Serve options from the command line: replicas or autoscaling, resources, queue bounds."""
     options: dict = {"ray_actor_options": {"num_cpus": args.replica_cpus, "num_gpus": 1 if gpus else 0},
                      # Ray queues no more than the engine would accept: the engine's 429 comes first.
-                     "max_ongoing_requests": args.concurrency + args.queue_size}
+                     "max_ongoing_requests": args.concurrency + args.queue_size,
+                     "request_router_config": RequestRouterConfig(request_router_class=SessionAffinityRouter)}
     if args.min_replicas is not None or args.max_replicas is not None:
         low = args.min_replicas if args.min_replicas is not None else 1
         high = args.max_replicas if args.max_replicas is not None else max(low, args.replicas or 1)

@@ -311,6 +311,10 @@ def test_ray_deployment_options_follow_the_command_line():
     assert scaled["ray_actor_options"]["num_gpus"] == 1 and "num_replicas" not in scaled
     with pytest.raises(ValueError, match="min-replicas"):
         deployment_options(parser.parse_args(["--min-replicas", "5", "--max-replicas", "2"]), gpus=0)
+    from serve.ray_router import SessionAffinityRouter
+
+    router = fixed["request_router_config"].request_router_class  # pydantic keeps its import path
+    assert router == f"{SessionAffinityRouter.__module__}.{SessionAffinityRouter.__qualname__}"
 
 
 def test_stop_strings_end_the_answer(server, client):
@@ -374,3 +378,48 @@ def test_each_request_gives_free_memory_back(server, client, monkeypatch, stream
     else:
         client.chat.completions.create(**ask)
     assert wait_for(lambda: len(trims) == 1)
+
+
+# -- Ray Serve session affinity (serve/ray_router.py) ----------------------------------------
+def _replicas(*names):
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(replica_id=SimpleNamespace(unique_id=n)) for n in names]
+
+
+def test_a_session_ranks_the_replicas_the_same_whatever_their_order():
+    from serve.ray_router import rank_replicas
+
+    replicas = _replicas("r1", "r2", "r3", "r4")
+    ranks = rank_replicas(replicas, "conversation-7")
+    assert all(len(rank) == 1 for rank in ranks) and sorted(map(id, (r[0] for r in ranks))) == sorted(map(id, replicas))
+    for shuffled in (replicas[::-1], replicas[1:] + replicas[:1]):
+        assert rank_replicas(shuffled, "conversation-7") == ranks
+    # Sessions spread: over 40 sessions every replica comes first for some.
+    firsts = {rank_replicas(replicas, f"s{i}")[0][0].replica_id.unique_id for i in range(40)}
+    assert firsts == {"r1", "r2", "r3", "r4"}
+
+
+def test_a_replica_leaving_moves_only_the_sessions_it_held():
+    from serve.ray_router import rank_replicas
+
+    replicas = _replicas("r1", "r2", "r3")
+    first = {s: rank_replicas(replicas, s)[0][0].replica_id.unique_id for s in (f"s{i}" for i in range(60))}
+    left = [r for r in replicas if r.replica_id.unique_id != "r2"]
+    for session, replica in first.items():
+        now = rank_replicas(left, session)[0][0].replica_id.unique_id
+        if replica != "r2":
+            assert now == replica  # kept its replica and its caches
+        else:
+            # its next choice, the one it spills to when r2 is busy
+            assert now == rank_replicas(replicas, session)[1][0].replica_id.unique_id
+
+
+def test_requests_without_a_session_go_to_the_less_busy_of_two():
+    from serve.ray_router import rank_replicas
+
+    replicas = _replicas("r1", "r2", "r3")
+    ranks = rank_replicas(replicas, "")
+    assert len(ranks) == 1 and len(ranks[0]) == 2 and len({id(r) for r in ranks[0]}) == 2
+    assert rank_replicas(_replicas("only"), "")[0][0].replica_id.unique_id == "only"
+    assert rank_replicas([], "s") == []

@@ -40,9 +40,11 @@ def test_two_ray_serve_replicas_answer_through_the_proxy(tmp_path):
         assert [m.id for m in client.models.list()] == ["tiny-folder"]
         messages = [{"role": "user", "content": [media_part("image", IMAGE), {"type": "text", "text": "What?"}]}]
 
-        def ask(_: int) -> tuple[str, str]:
+        def ask(_: int, session: str | None = None) -> tuple[str, str]:
+            headers = {"X-Session-Id": session} if session else None
             raw = client.chat.completions.with_raw_response.create(model="tiny-folder", messages=messages,
-                                                                   max_tokens=12, temperature=0)
+                                                                   max_tokens=12, temperature=0,
+                                                                   extra_headers=headers)
             return raw.headers["x-served-by"], raw.parse().choices[0].message.content
 
         # Ray's router picks the less busy of two random replicas: over 24 requests both get some.
@@ -50,6 +52,14 @@ def test_two_ray_serve_replicas_answer_through_the_proxy(tmp_path):
             answers = list(pool.map(ask, range(24)))
         assert {text for _, text in answers} == {expected}
         assert len({replica for replica, _ in answers}) == 2  # both replicas answered
+        # A conversation named in X-Session-Id stays on one replica (its caches); 12 conversations
+        # of 3 turns each, 4 at a time, use both replicas (all on one: odds 2 in 4,096).
+        sessions = [f"conversation-{i}" for i in range(12)]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            turns = list(pool.map(lambda s: [ask(0, s) for _ in range(3)], sessions))
+        assert all(len({replica for replica, _ in conv}) == 1 for conv in turns)
+        assert len({conv[0][0] for conv in turns}) == 2
+        assert {text for conv in turns for _, text in conv} == {expected}
         stream = client.chat.completions.create(model="tiny-folder", messages=messages, max_tokens=12,
                                                 temperature=0, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.serve_bench                       # the bundled model, everything
     .venv/bin/python -m bench.serve_bench --modes single,ray-2 --conversations 8
+    .venv/bin/python -m bench.serve_bench --modes ray-2,ray-2-sessions --skip-in-process   # session affinity
 
 With the official ``openai`` client against ``launch.py serve`` on the bundled model
 (checkpoints/toy-world), one clip with sound:
@@ -9,8 +10,10 @@ With the official ``openai`` client against ``launch.py serve`` on the bundled m
 1. load: ``--conversations`` concurrent streaming conversations of ``--turns`` turns each
    (every follow-up resends the conversation, as OpenAI clients do), against each server
    mode: ``single`` (one process, uvicorn), ``ray-1`` and ``ray-2`` (Ray Serve replicas behind
-   Ray's proxy; on a CPU each of 2 replicas gets 1 torch thread, 1 replica gets 2). Prints
-   failures, p50/p95 time to first token (TTFT) and to the last token, requests per minute;
+   Ray's proxy; on a CPU each of 2 replicas gets 1 torch thread, 1 replica gets 2), and
+   ``ray-2-sessions`` (ray-2 with each conversation named in ``X-Session-Id``, so its turns
+   stay on one replica: serve/ray_router.py). Prints failures, p50/p95 time to first token
+   (TTFT) and to the last token, the follow-ups' p50 TTFT, requests per minute;
 2. API overhead: the same requests (one fresh question each) through the single server and
    through an in-process engine (the same stateless path the server runs), TTFT side by
    side. Target: within 50 ms;
@@ -46,7 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "assets" / "red_square_low_tone.mp4"
 QUESTIONS = ["What is moving in the video?", "What do you hear?"]
 # Server flags per mode; ``--threads`` (torch threads per engine process) is added for single and ray-1.
-MODE_FLAGS = {"single": [], "ray-1": ["--replicas", "1"], "ray-2": ["--replicas", "2", "--threads", "1"]}
+MODE_FLAGS = {"single": [], "ray-1": ["--replicas", "1"], "ray-2": ["--replicas", "2", "--threads", "1"],
+              "ray-2-sessions": ["--replicas", "2", "--threads", "1"]}
+SESSION_MODES = {"ray-2-sessions"}  # conversations send X-Session-Id
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Timed:
     total: float | None = None  # seconds to the end of the stream
     text: str = ""
     error: str | None = None
+    turn: int = 0  # 0: the first question; 1 and on: follow-ups that resend the conversation
 
 
 @dataclass
@@ -112,11 +118,13 @@ def clip_part() -> dict:
     return {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{data}"}}
 
 
-def stream_once(client: openai.OpenAI, model: str, messages: list[dict], max_tokens: int) -> Timed:
+def stream_once(client: openai.OpenAI, model: str, messages: list[dict], max_tokens: int,
+                session: str | None = None) -> Timed:
     out, start = Timed(), time.perf_counter()
     try:
         stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                                temperature=0, stream=True)
+                                                temperature=0, stream=True,
+                                                extra_headers={"X-Session-Id": session} if session else None)
         for chunk in stream:
             delta = chunk.choices[0].delta.content if chunk.choices else None
             if delta:
@@ -128,15 +136,18 @@ def stream_once(client: openai.OpenAI, model: str, messages: list[dict], max_tok
     return out
 
 
-def conversation(client: openai.OpenAI, model: str, turns: int, max_tokens: int, index: int) -> list[Timed]:
-    """One client: ``turns`` questions about the clip, each request resending what came before."""
+def conversation(client: openai.OpenAI, model: str, turns: int, max_tokens: int, index: int,
+                 sessions: bool = False) -> list[Timed]:
+    """One client: ``turns`` questions about the clip, each request resending what came before
+    (named ``viewer-<index>`` in X-Session-Id when ``sessions``)."""
     messages: list[dict] = []
     results = []
     for turn in range(turns):
         question = f"{QUESTIONS[turn % len(QUESTIONS)]} (viewer {index})"
         content = [clip_part(), {"type": "text", "text": question}] if turn == 0 else question
         messages.append({"role": "user", "content": content})
-        result = stream_once(client, model, messages, max_tokens)
+        result = stream_once(client, model, messages, max_tokens, f"viewer-{index}" if sessions else None)
+        result.turn = turn
         results.append(result)
         if result.error:
             break
@@ -150,7 +161,9 @@ def load_test(url: str, model: str, conversations: int, turns: int, max_tokens: 
     result = LoadResult(mode)
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(conversations) as pool:
-        for timed in pool.map(lambda i: conversation(client, model, turns, max_tokens, i), range(conversations)):
+        sessions = mode in SESSION_MODES
+        for timed in pool.map(lambda i: conversation(client, model, turns, max_tokens, i, sessions),
+                              range(conversations)):
             result.requests += timed
     result.wall = time.perf_counter() - start
     return result
@@ -165,9 +178,11 @@ def print_load(result: LoadResult, expected: int) -> None:
     done = [r for r in result.requests if r.error is None and r.total is not None]
     failures = expected - len(done)
     ttft = [r.ttft for r in done if r.ttft is not None]
+    follow = [r.ttft for r in done if r.ttft is not None and r.turn > 0]
     last = [r.total for r in done]
     print(f"{result.mode:>7}: {len(done)}/{expected} answered, failures {failures}; "
-          f"TTFT p50 {pct(ttft, .5):.2f} s p95 {pct(ttft, .95):.2f} s; last token p50 {pct(last, .5):.2f} s "
+          f"TTFT p50 {pct(ttft, .5):.2f} s p95 {pct(ttft, .95):.2f} s (follow-ups p50 {pct(follow, .5):.2f} s); "
+          f"last token p50 {pct(last, .5):.2f} s "
           f"p95 {pct(last, .95):.2f} s; {len(done) / result.wall * 60:.1f} requests/min "
           f"({result.wall:.1f} s wall, load average {os.getloadavg()[0]:.1f})")
     for r in result.requests:
@@ -232,6 +247,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="requests per side in the overhead and follow-up runs")
+    parser.add_argument("--skip-in-process", action="store_true",
+                        help="only the load runs: no in-process follow-up and API-overhead comparisons")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the in-process engine and of the single and ray-1 servers "
                              "(1: on a shared 2-core machine, two spinning OpenMP threads lose to everyone else)")
@@ -246,7 +263,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     engine = ChatEngine({name: load_model(args.model)})
     try:
-        follow_up(engine, args.repeats, args.max_tokens)
+        if not args.skip_in_process:
+            follow_up(engine, args.repeats, args.max_tokens)
         for mode in args.modes.split(","):
             flags = ["--model", str(args.model), "--queue-size", "64", "--replica-cpus", "0.5", *MODE_FLAGS[mode]]
             if "--threads" not in flags:
@@ -254,7 +272,7 @@ def main() -> None:
             server = Server(flags, logs / f"serve-{mode}.log")
             try:
                 server.wait_ready()
-                if mode == "single":
+                if mode == "single" and not args.skip_in_process:
                     overhead(engine, server.url, name, args.repeats, args.max_tokens)
                 result = load_test(server.url, name, args.conversations, args.turns, args.max_tokens, mode)
                 print_load(result, args.conversations * args.turns)

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.serve_bench                       # the bundled model, everything
     .venv/bin/python -m bench.serve_bench --modes single,ray-2 --conversations 8
-    .venv/bin/python -m bench.serve_bench --modes ray-2,ray-2-sessions --skip-in-process   # session affinity
+    .venv/bin/python -m bench.serve_bench --modes ray-2,ray-2-sessions --skip-in-process \
+        --clips-dir runs/eval-bench-media --conversations 6 --turns 4   # session affinity, a clip per viewer
 
 With the official ``openai`` client against ``launch.py serve`` on the bundled model
 (checkpoints/toy-world), one clip with sound:
@@ -113,8 +114,8 @@ class Server:
 
 
 # -- requests --------------------------------------------------------------------------
-def clip_part() -> dict:
-    data = base64.b64encode(CLIP.read_bytes()).decode()
+def clip_part(path: Path = CLIP) -> dict:
+    data = base64.b64encode(path.read_bytes()).decode()
     return {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{data}"}}
 
 
@@ -137,14 +138,14 @@ def stream_once(client: openai.OpenAI, model: str, messages: list[dict], max_tok
 
 
 def conversation(client: openai.OpenAI, model: str, turns: int, max_tokens: int, index: int,
-                 sessions: bool = False) -> list[Timed]:
-    """One client: ``turns`` questions about the clip, each request resending what came before
+                 sessions: bool = False, clip: Path = CLIP) -> list[Timed]:
+    """One client: ``turns`` questions about ``clip``, each request resending what came before
     (named ``viewer-<index>`` in X-Session-Id when ``sessions``)."""
     messages: list[dict] = []
     results = []
     for turn in range(turns):
         question = f"{QUESTIONS[turn % len(QUESTIONS)]} (viewer {index})"
-        content = [clip_part(), {"type": "text", "text": question}] if turn == 0 else question
+        content = [clip_part(clip), {"type": "text", "text": question}] if turn == 0 else question
         messages.append({"role": "user", "content": content})
         result = stream_once(client, model, messages, max_tokens, f"viewer-{index}" if sessions else None)
         result.turn = turn
@@ -155,14 +156,18 @@ def conversation(client: openai.OpenAI, model: str, turns: int, max_tokens: int,
     return results
 
 
-def load_test(url: str, model: str, conversations: int, turns: int, max_tokens: int, mode: str) -> LoadResult:
+def load_test(url: str, model: str, conversations: int, turns: int, max_tokens: int, mode: str,
+              clips: list[Path] | None = None) -> LoadResult:
+    """``clips``: viewer i asks about clips[i % len(clips)] (default: all about ``CLIP``)."""
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=900)
     conversation(client, model, 1, 4, -1)  # warm-up: first-call costs are not what is measured
     result = LoadResult(mode)
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(conversations) as pool:
         sessions = mode in SESSION_MODES
-        for timed in pool.map(lambda i: conversation(client, model, turns, max_tokens, i, sessions),
+        clips = clips or [CLIP]
+        for timed in pool.map(lambda i: conversation(client, model, turns, max_tokens, i, sessions,
+                                                     clips[i % len(clips)]),
                               range(conversations)):
             result.requests += timed
     result.wall = time.perf_counter() - start
@@ -247,6 +252,9 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="requests per side in the overhead and follow-up runs")
+    parser.add_argument("--clips-dir", type=Path, default=None,
+                        help="load runs: viewer i asks about the i-th .mp4 here (default: every viewer "
+                             "asks about assets/red_square_low_tone.mp4, so caches hit across viewers)")
     parser.add_argument("--skip-in-process", action="store_true",
                         help="only the load runs: no in-process follow-up and API-overhead comparisons")
     parser.add_argument("--threads", type=int, default=1,
@@ -274,7 +282,8 @@ def main() -> None:
                 server.wait_ready()
                 if mode == "single" and not args.skip_in_process:
                     overhead(engine, server.url, name, args.repeats, args.max_tokens)
-                result = load_test(server.url, name, args.conversations, args.turns, args.max_tokens, mode)
+                clips = sorted(args.clips_dir.glob("*.mp4")) if args.clips_dir else None
+                result = load_test(server.url, name, args.conversations, args.turns, args.max_tokens, mode, clips)
                 print_load(result, args.conversations * args.turns)
             finally:
                 server.stop()

@@ -423,3 +423,20 @@ def test_requests_without_a_session_go_to_the_less_busy_of_two():
     assert len(ranks) == 1 and len(ranks[0]) == 2 and len({id(r) for r in ranks[0]}) == 2
     assert rank_replicas(_replicas("only"), "")[0][0].replica_id.unique_id == "only"
     assert rank_replicas([], "s") == []
+
+
+def test_a_session_moves_on_when_its_replica_holds_more_than_its_share():
+    from serve.ray_router import rank_replicas
+
+    replicas = _replicas("r1", "r2")
+    sessions = [f"s{i}" for i in range(20)]
+    home = {s: rank_replicas(replicas, s)[0][0].replica_id.unique_id for s in sessions}
+    for s in sessions:
+        other = "r2" if home[s] == "r1" else "r1"
+        # balanced load: the session stays home
+        assert rank_replicas(replicas, s, {"r1": 3, "r2": 3})[0][0].replica_id.unique_id == home[s]
+        # home holds 6 of 8 in flight, at the bound 1.25 x (8 + 1) / 2 rounded up (6): the other replica first
+        ranks = rank_replicas(replicas, s, {home[s]: 6, other: 2})
+        assert [r[0].replica_id.unique_id for r in ranks] == [other, home[s]]
+        # a looser bound keeps it home
+        assert rank_replicas(replicas, s, {home[s]: 6, other: 2}, spill_at=2.0)[0][0].replica_id.unique_id == home[s]

@@ -109,3 +109,20 @@ def test_the_recipe_field_is_checked():
     # the toy-world recipe asks them in stages 1 and 2 (they act on the video soft tokens), not in stage 0
     weights = [s.clip_attribute_weight for s in get_recipe("toy-world").stages]
     assert weights[0] == 0 and weights[1] > 0 and weights[2] > 0
+
+
+def test_building_the_head_neither_reads_nor_resets_the_recipes_random_stream():
+    from train import toy_pipeline
+
+    model = tiny_model()
+    spec = dataclasses.replace(get_recipe("toy-world", quick=True).stages[1], clip_attribute_weight=1.0)
+    heads, nexts = [], []
+    for prior in (0, 1):
+        torch.manual_seed(prior)
+        expected = torch.rand(3, generator=torch.Generator().manual_seed(prior))
+        heads.append(toy_pipeline._clip_attribute_head(model, spec, _scenes(2), "cpu"))
+        nexts.append(torch.rand(3))
+        assert torch.equal(nexts[-1], expected)  # the stream goes on as if nothing had been drawn
+    # the head's start depends on the stage's seed only
+    for a, b in zip(heads[0].parameters(), heads[1].parameters(), strict=True):
+        assert torch.equal(a, b)

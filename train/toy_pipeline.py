@@ -223,8 +223,12 @@ def _clip_attribute_head(model, spec: StageSpec, scenes: list | None,
     if scenes is None or "video" not in spec.branches:
         raise ValueError(f"{spec.name}.clip_attribute_weight asks the video soft tokens about the clips' scenes: "
                          "it needs the video branch and the toy world's scenes")
-    torch.manual_seed(spec.train.seed)  # the head's start does not depend on what ran before
-    return clip_attributes.ClipAttributeHead(model.video_proj.out_features).to(device)
+    # The head starts from the stage's seed whatever ran before, and the recipe's random stream
+    # goes on as if it had not been built.
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.train.seed)
+        head = clip_attributes.ClipAttributeHead(model.video_proj.out_features)
+    return head.to(device)
 
 
 def prefix_groups(examples: list[stages.Example]) -> list[list[int]]:

@@ -32,7 +32,7 @@ def test_two_ray_serve_replicas_answer_through_the_proxy(tmp_path):
     server = Server(["--model", str(folder), "--replicas", "2", "--replica-cpus", "0.5"], tmp_path / "serve.log")
     try:
         try:
-            server.wait_ready(timeout=150)
+            server.wait_ready(timeout=400)  # Ray and two replicas start slowly on a busy 2-core machine
         except RuntimeError:
             pytest.fail((tmp_path / "serve.log").read_text()[-3000:])
         base = server.url

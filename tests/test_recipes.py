@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -324,7 +325,10 @@ def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
         assert sum(last[-2:]) < sum(first[:2]), (stage, first, last)
     assert (final / "config.json").is_file() and (final / "video_adapter.safetensors").is_file()
 
-    # Interrupt stage 2 of a second run after its first checkpoint, then resume.
+    # A second run starts from the first one's finished stages 0 and 1 (as `train --resume` restores
+    # them); interrupt its stage 2 after its first checkpoint, then resume.
+    for stage in ("stage0", "stage1"):
+        shutil.copytree(tmp_path / "run" / stage, tmp_path / "run2" / stage)
     real = stages.lm_batch_loss
     calls = {"n": 0}
     spec2 = recipe.stages[2].train
@@ -338,7 +342,8 @@ def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stages, "lm_batch_loss", flaky)
     with pytest.raises(KeyboardInterrupt):
-        toy_pipeline.run_toy_world(recipe, tmp_path / "run2")
+        toy_pipeline.run_toy_world(recipe, tmp_path / "run2", resume=True)
+    assert not (tmp_path / "run2" / "stage2" / "done.json").exists()
     monkeypatch.setattr(stages, "lm_batch_loss", real)
     toy_pipeline.run_toy_world(recipe, tmp_path / "run2", resume=True)
     done = json.loads((tmp_path / "run2" / "stage2" / "done.json").read_text())

@@ -66,14 +66,15 @@ class SessionAffinityRouter(FIFOMixin, RequestRouter):
     """Ray Serve request router keeping a session's requests on one replica (module docstring)."""
 
     def initialize_state(self, spill_at: float = SPILL_AT, **kwargs) -> None:
+        # Ray Serve calls this right after constructing the router, before any request.
         self._spill_at = spill_at
         self._in_flight: dict[str, set[str]] = {}  # replica id -> internal ids of requests routed there
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
         session = pending_request.metadata.session_id if pending_request is not None else ""
-        loads = {rid: len(ids) for rid, ids in getattr(self, "_in_flight", {}).items()}
-        return rank_replicas(candidate_replicas, session, loads, getattr(self, "_spill_at", SPILL_AT))
+        loads = {rid: len(ids) for rid, ids in self._in_flight.items()}
+        return rank_replicas(candidate_replicas, session, loads, self._spill_at)
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
                           result: ReplicaResult) -> None:

@@ -50,8 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "assets" / "red_square_low_tone.mp4"
 QUESTIONS = ["What is moving in the video?", "What do you hear?"]
 # Server flags per mode; ``--threads`` (torch threads per engine process) is added for single and ray-1.
-MODE_FLAGS = {"single": [], "ray-1": ["--replicas", "1"], "ray-2": ["--replicas", "2", "--threads", "1"],
-              "ray-2-sessions": ["--replicas", "2", "--threads", "1"]}
+MODE_FLAGS = {"single": [], "ray-1": ["--replicas", "1"], "ray-2": ["--replicas", "2", "--threads", "1"]}
+MODE_FLAGS["ray-2-sessions"] = MODE_FLAGS["ray-2"]  # the same servers; only the clients differ
 SESSION_MODES = {"ray-2-sessions"}  # conversations send X-Session-Id
 
 

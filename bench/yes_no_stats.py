@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dump", type=Path, help="JSONL written by `eval --suite toy-world --dump`")
     parser.add_argument("--first-clips", type=int, default=15)
-    parser.add_argument("--train-clips", type=int, default=60)
+    parser.add_argument("--train-clips", type=int, default=60,
+                        help="training clips whose yes/no balance to count (0: skip that count)")
     args = parser.parse_args(argv)
     records = [json.loads(line) for line in args.dump.read_text().splitlines() if line.strip()]
 
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     for skill, v in sorted(right.items()):
         print(f"  {skill:16s} {sum(v) / len(v):.3f} (n={len(v)})")
 
+    if args.train_clips < 1:
+        return 0
     from model.config import VideoLlamaConfig
     from train.world.pool import render_pool
 

@@ -343,7 +343,7 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
     _log(f"frozen LLM in {precision} ({model.llm.config._attn_implementation} attention)")
     if precision == "fp32" and acc.device.type == "cpu" and llm_precision == "auto":
         _log("this CPU has no native bf16 (AVX512-BF16 or AMX): stages 1 and 2 run the LLM in fp32, at about "
-             "half the bf16 speed; the toy-world recipe then takes about 2 h on 2 cores, not about 67 min")
+             "half the bf16 speed; the toy-world recipe then takes about 2 h 40 min on 2 cores, not about 80 min")
     llm_lora.attach(model, recipe)
     if model.llm_adapter:
         _log(f"LoRA on the LLM: {recipe.lora} at lr {recipe.lora_lr}, trained in "

@@ -1,12 +1,14 @@
 """Yes/no answers of a toy-world eval, and the balance of true and false claims in training.
 
     python launch.py eval --suite toy-world --json --dump answers.jsonl
-    python -m bench.yes_no_stats answers.jsonl [--first-clips 15] [--train-clips 60]
+    python -m bench.yes_no_stats answers.jsonl [--first-clips 15] [--train-clips 60] [--by-expected motion]
 
 Prints (1) how the model answered yes/no questions, by the expected answer, (2) accuracy per
 skill on the dump's first ``--first-clips`` held-out clips (to set beside ``--no-sound`` or
 ``--images`` runs made with ``--clips`` of that size), and (3) how many yes/no questions with
-answer yes and no the world asks about ``--train-clips`` training clips (seed 1, as the recipe).
+answer yes and no the world asks about ``--train-clips`` training clips (seed 1, as the recipe),
+and with ``--by-expected SKILL`` (4) that skill's open answers right per expected answer, with the
+answers most often given instead (which motions does the model confuse?).
 """
 
 from __future__ import annotations
@@ -28,12 +30,26 @@ def verdict(answer: str) -> str:
     return found[0] if len(found) == 1 else "both" if found else "neither"
 
 
+def print_by_expected(records: list[dict], skill: str) -> None:
+    answers = collections.defaultdict(list)  # expected -> [(right, answer)]
+    for r in records:
+        if r["skill"] == skill and r["kind"] != "yes_no":
+            answers[str(r["expected"])].append((r["right"], r["answer"].strip()))
+    print(f"{skill}, open answers right per expected answer:")
+    for expected, got in sorted(answers.items()):
+        wrong = collections.Counter(a for ok, a in got if not ok).most_common(3)
+        said = f"  (wrong: {', '.join(f'{a!r} {n}' for a, n in wrong)})" if wrong else ""
+        print(f"  {expected:10s} {sum(ok for ok, _ in got):3d} of {len(got):3d}{said}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dump", type=Path, help="JSONL written by `eval --suite toy-world --dump`")
     parser.add_argument("--first-clips", type=int, default=15)
     parser.add_argument("--train-clips", type=int, default=60,
                         help="training clips whose yes/no balance to count (0: skip that count)")
+    parser.add_argument("--by-expected", metavar="SKILL", default=None,
+                        help="also print SKILL's open answers per expected answer (e.g. motion)")
     args = parser.parse_args(argv)
     records = [json.loads(line) for line in args.dump.read_text().splitlines() if line.strip()]
 
@@ -52,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     for skill, v in sorted(right.items()):
         print(f"  {skill:16s} {sum(v) / len(v):.3f} (n={len(v)})")
 
+    if args.by_expected:
+        print_by_expected(records, args.by_expected)
     if args.train_clips < 1:
         return 0
     from model.config import VideoLlamaConfig

@@ -15,17 +15,18 @@ Zeroing the frame position embedding is done at inference on the loaded weights:
 trained with it, so this measures how much the trained model leans on frame order, not what a
 model trained without it would do.
 
-``audio-branch`` needs two trainings of the toy-world recipe at reduced sizes (about 20-25 minutes
-each on the idle 2 cores): one trains the audio branch on audio clips and their sound captions (the
-recipe as it is), the other as the paper (``--set audio_from=vision``, ``train/al_toy.py``): the
-audio branch learns from frames through a small image tower bound to the audio encoder's space, on
-the video's texts, and reads real audio only at inference. Without ``--run`` it prints the two
-training commands and the eval command; with ``--run`` it runs them in turn (a finished arm is
-kept, an interrupted one resumed) and prints the table on the questions that need sound and those
-that do not. The toy world's pitch and pattern are drawn independently of what is seen (only
-event sounds are tied to a shape appearing or leaving), so frames can tell the audio branch
-little about them: the ablation measures what the shared-space trick transfers when the picture
-does not predict the sound.
+``audio-branch`` needs two trainings of the toy-world recipe at reduced sizes (34 and 36 minutes on
+2 idle cores with native bf16, about twice that without): one trains the audio branch on audio
+clips and their sound captions (the recipe as it is), the other as the paper (``--set
+audio_from=vision``, ``train/al_toy.py``): the audio branch learns from frames through a small
+image tower bound to the audio encoder's space, on the video's texts, and reads real audio only at
+inference. Without ``--run`` it prints the two training commands and the eval command; with
+``--run`` it runs them in turn (a finished arm is kept, an interrupted one resumed) and prints the
+table on the questions that need sound and those that do not. The toy world's pitch and pattern are
+drawn independently of what is seen (only event sounds are tied to a shape appearing or leaving),
+so frames can tell the audio branch little about them: the ablation measures what the shared-space
+trick transfers when the picture does not predict the sound (at these sizes: questions that need
+sound 0.38 via the image side against 0.72 via audio captions, bench/README.md).
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ from model.weights.checkpoint import load_model
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "ablations"
 # audio-branch: the same reduced sizes for both arms (the stage-0 probe skipped) ...
+# (stage 2 at 100 steps taught neither arm sound: pitch 0.52 / 0.57 against the full recipe's 0.96)
 AUDIO_BRANCH_SIZES = {"world.n_train": 1000, "world.probe_clips": 0, "stage0.max_steps": 600,
-                      "stage1.max_steps": 100, "stage2.max_steps": 100}
+                      "stage1.max_steps": 100, "stage2.max_steps": 400}
 # ... timed with the recipe's seconds per clip rendered and per step of checkpoints/toy-world/README.md
-# (render 63 s for 2,000 clips; stage 0 1,267 s for 1,200 steps and stage 1 238 s for 100 on one thread;
-# stage 2 2,681 s for 600 fact-first steps on two).
-README_SECONDS = {"render": 63 / 2000, "stage0": 1267 / 1200, "stage1": 238 / 100, "stage2": 2681 / 600}
-OVERHEAD_S = 60  # LLM load, frozen features, saving: outside the README's per-stage times
+# on a CPU with native bf16 (render about 80 s for 2,000 clips; stage 0 779 s for 1,200 steps;
+# stage 1 124 s for 100; stage 2 3,504 s for 900); without it, about twice as long.
+README_SECONDS = {"render": 80 / 2000, "stage0": 779 / 1200, "stage1": 124 / 100, "stage2": 3504 / 900}
+OVERHEAD_S = 95  # LLM load, frozen features, saving: outside the README's per-stage times
 AUDIO_ARMS = {  # name -> (audio_from, output folder relative to the repository)
     "audio-caption": ("audio", Path("runs") / "ablate-audio-caption"),
     "via-image": ("vision", Path("runs") / "ablate-audio-via-image"),
@@ -112,8 +114,8 @@ def eval_command(clips: int) -> list[str]:
 
 
 def print_audio_branch(clips: int) -> None:
-    print(f"Two trainings, the same reduced sizes, about {estimate_minutes():.0f} minutes each on the idle "
-          "2 cores (the model card's per-step times):")
+    print(f"Two trainings, the same reduced sizes, about {estimate_minutes():.0f} minutes each on 2 idle "
+          "cores with native bf16 (the model card's per-step times; about twice that without):")
     for arm, (audio_from, _) in AUDIO_ARMS.items():
         what = ("audio clips and their sound captions" if audio_from == "audio" else
                 "frames through the image tower, on the video's captions and instructions (the paper)")

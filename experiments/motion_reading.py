@@ -16,7 +16,9 @@ conversation, batch 16, stage 2's learning rates, no clip-attribute head. Arms:
 
 * ``lora``: only the LLM's LoRA adapter learns; the soft tokens stay as they are;
 * ``lora+qformer``: the adapter and the video branch (Q-Former, position embedding, projection),
-  what stage 2 trains on the video side.
+  what stage 2 trains on the video side;
+* ``lora+mlp``: the adapter, given LoRA matrices on the LLM's MLP layers too (same rank, B = 0, so
+  the answers start as they were): is the attention-only adapter too small a reader?
 
 Before and after, every short stage-2 question of ``--eval-clips`` held-out clips (seed 7) is
 scored as ``experiments.fit_gap`` scores it (teacher-forced greedy, every answer token right),
@@ -36,6 +38,7 @@ import numpy as np
 import torch
 
 from experiments.fit_gap import exact_answers
+from model import lora
 from model.weights.checkpoint import load_model
 from train import llm_lora, stages
 from train.recipes import toy_world
@@ -47,7 +50,9 @@ from train.world.qa import qa_motion
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "motion_reading"
 TRAIN_SEED, EVAL_SEED = 11, 7
-ARMS = {"lora": (), "lora+qformer": ("video",)}  # arm -> model branches that train beside the adapter
+MLP = ("gate_proj", "up_proj", "down_proj")
+# arm -> (model branches that train beside the adapter, Linear layers the adapter also gets)
+ARMS = {"lora": ((), ()), "lora+qformer": (("video",), ()), "lora+mlp": ((), MLP)}
 
 
 def every_shape_motion(pool, seed: int = 0) -> None:
@@ -55,6 +60,15 @@ def every_shape_motion(pool, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     pool.qas = [[qa for s in scene.shapes for qa in qa_motion(dataclasses.replace(scene, shapes=[s]), rng)]
                 for scene in pool.scenes]
+
+
+def widen_adapter(model, targets: tuple[str, ...]) -> None:
+    """Give the folder's adapter LoRA matrices on ``targets`` as well, under the same name, so the
+    engine's per-prompt switch (``llm_scope``) turns them on and off with the rest."""
+    from peft import inject_adapter_in_model
+
+    settings = dataclasses.replace(lora.settings_of(model.llm, model.llm_adapter), target_modules=targets)
+    inject_adapter_in_model(settings.peft_config(), model.llm, adapter_name=model.llm_adapter)
 
 
 def load(folder: str):
@@ -75,8 +89,11 @@ def table(rows: dict[str, dict]) -> None:
 def train_arm(folder: str, arm: str, clips: int, steps: int):
     model = load(folder)
     recipe = toy_world()
+    branches, extra = ARMS[arm]
+    if extra:
+        widen_adapter(model, extra)
     llm_lora.attach(model, recipe)  # the folder's adapter: on and trainable (fp32), as stage 2 left it
-    spec = dataclasses.replace(recipe.stages[2], name=arm.replace("+", "_"), branches=ARMS[arm],
+    spec = dataclasses.replace(recipe.stages[2], name=arm.replace("+", "_"), branches=branches,
                                clip_attribute_weight=0.0, no_sound_share=0.0, image_share=0.0,
                                train=dataclasses.replace(recipe.stages[2].train, max_steps=steps,
                                                          save_every=steps, log_every=10))
@@ -85,8 +102,9 @@ def train_arm(folder: str, arm: str, clips: int, steps: int):
     feats = precompute(model, pool)
     examples = instruct_examples(pool, model.tokenizer, model.config, spec.max_turns,
                                  yes_no_answers=spec.yes_no_answers)
-    print(f"{arm}: {len(examples)} motion conversations on {clips} clips, {steps} steps of {spec.train.batch_size}",
-          flush=True)
+    n_lora = sum(p.numel() for _, p in lora.adapter_parameters(model.llm, model.llm_adapter))
+    print(f"{arm}: {len(examples)} motion conversations on {clips} clips, {steps} steps of {spec.train.batch_size}, "
+          f"LoRA parameters {n_lora:,}", flush=True)
     out = OUT / arm.replace("+", "_")
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()

@@ -56,6 +56,14 @@ def exact_answers(model, seed: int, clips: int) -> dict[tuple[str, str], list[bo
     return right
 
 
+def print_table(columns: dict[str, dict[tuple[str, str], list[bool]]]) -> None:
+    """One row per (skill, form), one column per named result of ``exact_answers``: share right (count)."""
+    print(f"  {'skill':15s} {'form':7s} " + " ".join(f"{name:>16s}" for name in columns))
+    for key in sorted({k for r in columns.values() for k in r}):
+        cells = [f"{sum(r[key]) / len(r[key]):.2f} ({len(r[key]):3d})" if r.get(key) else "-" for r in columns.values()]
+        print(f"  {key[0]:15s} {key[1]:7s} " + " ".join(f"{c:>16s}" for c in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "checkpoints" / "toy-world"))
@@ -68,11 +76,7 @@ def main() -> None:
         results[name] = exact_answers(model, seed, args.clips)
         print(f"{name}: {time.time() - t0:.0f} s", flush=True)
     print(f"\nexact answers, {args.model}, {args.clips} scenes per set")
-    print(f"  {'skill':15s} {'form':7s} {'training clips':>16s} {'new clips':>16s}")
-    seen, new = results["training clips"], results["new clips"]
-    for key in sorted(set(seen) | set(new)):
-        cells = [f"{sum(r[key]) / len(r[key]):.2f} ({len(r[key]):3d})" if r.get(key) else "-" for r in (seen, new)]
-        print(f"  {key[0]:15s} {key[1]:7s} {cells[0]:>16s} {cells[1]:>16s}")
+    print_table(results)
     for name, r in results.items():
         answers = [ok for oks in r.values() for ok in oks]
         print(f"  all questions, {name}: {sum(answers) / len(answers):.3f} of {len(answers)}")

@@ -1,7 +1,7 @@
 """Can the LLM learn to read motion from the bundled model's soft tokens, given more motion questions?
 
-    python -m experiments.motion_reading [--model checkpoints/toy-world] [--clips 400] [--steps 150]
-                                         [--arms lora,lora+qformer] [--eval-clips 60]
+    python -m experiments.motion_reading [--model checkpoints/toy-world] [--clips 800] [--steps 150]
+                                         [--arms lora,lora+qformer,lora+mlp] [--eval-clips 40]
 
 Why: ``experiments.soft_token_probe`` reads a named shape's motion from the video soft tokens at
 0.81, yet the model answers motion at 0.41 in the eval and at 0.20 on its own training clips
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.fit_gap import exact_answers
+from experiments.fit_gap import exact_answers, print_table
 from model import lora
 from model.weights.checkpoint import load_model
 from train import llm_lora, stages
@@ -78,15 +78,15 @@ def load(folder: str):
     return model
 
 
-def table(rows: dict[str, dict]) -> None:
-    keys = sorted({k for r in rows.values() for k in r})
-    print(f"  {'skill':15s} {'form':7s} " + " ".join(f"{name:>18s}" for name in rows))
-    for key in keys:
-        cells = [f"{sum(r[key]) / len(r[key]):.2f} ({len(r[key]):3d})" if r.get(key) else "-" for r in rows.values()]
-        print(f"  {key[0]:15s} {key[1]:7s} " + " ".join(f"{c:>18s}" for c in cells))
+def motion_pool(model, clips: int):
+    """The arms' training clips with only motion questions, and their frozen features (the same for
+    every arm: the encoders do not train)."""
+    pool = render_pool(model.config, clips, TRAIN_SEED)
+    every_shape_motion(pool)
+    return pool, precompute(model, pool)
 
 
-def train_arm(folder: str, arm: str, clips: int, steps: int):
+def train_arm(folder: str, arm: str, pool, feats: dict[str, torch.Tensor], steps: int):
     model = load(folder)
     recipe = toy_world()
     branches, extra = ARMS[arm]
@@ -97,14 +97,11 @@ def train_arm(folder: str, arm: str, clips: int, steps: int):
                                clip_attribute_weight=0.0, no_sound_share=0.0, image_share=0.0,
                                train=dataclasses.replace(recipe.stages[2].train, max_steps=steps,
                                                          save_every=steps, log_every=10))
-    pool = render_pool(model.config, clips, TRAIN_SEED)
-    every_shape_motion(pool)
-    feats = precompute(model, pool)
     examples = instruct_examples(pool, model.tokenizer, model.config, spec.max_turns,
                                  yes_no_answers=spec.yes_no_answers)
     n_lora = sum(p.numel() for _, p in lora.adapter_parameters(model.llm, model.llm_adapter))
-    print(f"{arm}: {len(examples)} motion conversations on {clips} clips, {steps} steps of {spec.train.batch_size}, "
-          f"LoRA parameters {n_lora:,}", flush=True)
+    print(f"{arm}: {len(examples)} motion conversations on {len(pool.scenes)} clips, {steps} steps of "
+          f"{spec.train.batch_size}, LoRA parameters {n_lora:,}", flush=True)
     out = OUT / arm.replace("+", "_")
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
@@ -116,23 +113,26 @@ def train_arm(folder: str, arm: str, clips: int, steps: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "checkpoints" / "toy-world"))
-    parser.add_argument("--clips", type=int, default=400, help="training clips (every shape asked about)")
+    parser.add_argument("--clips", type=int, default=800, help="training clips (every shape asked about)")
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--eval-clips", type=int, default=60)
+    parser.add_argument("--eval-clips", type=int, default=40)
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         parser.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
-    rows = {"as trained": exact_answers(load(args.model), EVAL_SEED, args.eval_clips)}
+    trained = load(args.model)
+    rows = {"as trained": exact_answers(trained, EVAL_SEED, args.eval_clips)}
+    pool, feats = motion_pool(trained, args.clips)
+    del trained
     for arm in arms:
-        model = train_arm(args.model, arm, args.clips, args.steps)
+        model = train_arm(args.model, arm, pool, feats, args.steps)
         rows[arm] = exact_answers(model, EVAL_SEED, args.eval_clips)
         del model
     print(f"\nexact answers on {args.eval_clips} held-out clips (seed {EVAL_SEED}), {args.model}; "
           f"arms: {args.steps} steps on motion questions of {args.clips} clips")
-    table(rows)
+    print_table(rows)
 
 
 if __name__ == "__main__":

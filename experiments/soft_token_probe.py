@@ -73,7 +73,7 @@ def soft_tokens(model, video: torch.Tensor, audio: torch.Tensor, chunk: int = 32
 
 
 def accuracy(tokens: torch.Tensor, items: list[Item], kinds: int, train_clips: int, steps: int) -> dict[str, tuple]:
-    """Held-out accuracy and count per row."""
+    """Held-out accuracy and count per row, and per expected motion ("motion: up", ...)."""
     # Normalise each token set's scale so one learning rate suits both token sets.
     tokens = tokens / tokens.float().pow(2).mean().sqrt().clamp_min(1e-6)
     right = fit_probe(tokens, items, kinds, train_clips, steps)
@@ -81,6 +81,10 @@ def accuracy(tokens: torch.Tensor, items: list[Item], kinds: int, train_clips: i
     rows: dict[str, list[bool]] = {}
     for it, ok in zip(held, right.tolist(), strict=True):
         rows.setdefault(it.row, []).append(ok)
+        if it.row == VIDEO_ROWS[3]:
+            # The eval's open motion answers are right for left/right far more often than for up/down
+            # or still; this says whether the tokens already hold them unevenly.
+            rows.setdefault(f"motion: {MOTIONS[it.answer]}", []).append(ok)
     return {name: (sum(v) / len(v), len(v)) for name, v in rows.items()}
 
 
@@ -117,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         if row in table["frozen"]:
             (fa, n), (sa, _) = table["frozen"][row], table["soft tokens"][row]
             print(f"  {row:32s} {fa:8.3f} {sa:12.3f} {n:5d} {CHANCE[row]:7.2f}")
+    for motion in MOTIONS:
+        row = f"motion: {motion}"
+        if row in table["frozen"]:
+            (fa, n), (sa, _) = table["frozen"][row], table["soft tokens"][row]
+            print(f"    {row:30s} {fa:8.3f} {sa:12.3f} {n:5d}")
     if POSITION_ROW in position:
         (pa, n) = position[POSITION_ROW]
         print(f"  {POSITION_ROW:32s} {pa:8.3f} {'-':>12s} {n:5d} {CHANCE[POSITION_ROW]:7.2f}")

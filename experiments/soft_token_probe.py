@@ -1,6 +1,7 @@
 """Where is a clip's colour, shape, motion or sound lost: in the Q-Formers or in the LLM's reading?
 
     python -m experiments.soft_token_probe [--model checkpoints/toy-world] [--clips 400] [--steps 400]
+        [--round-to bfloat16]
 
 Renders held-out clips (the stage-0 probe's seed), and fits the same kind of attention probe
 (``train.probe.AttentionProbe``: a question query attends over a token set, a small MLP answers)
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("checkpoints/toy-world"))
     parser.add_argument("--clips", type=int, default=400, help="held-out clips (80%% fit the probes)")
     parser.add_argument("--steps", type=int, default=400, help="probe training steps (batches of 512)")
+    parser.add_argument("--round-to", choices=("bfloat16", "float16"), default=None,
+                        help="round the soft tokens to this dtype first, as the LLM receives them in training")
     args = parser.parse_args(argv)
     t0 = time.time()
     model = load_model(args.model, device="cpu")
@@ -103,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     pool = render_pool(model.config, args.clips, PROBE_SEED)
     feats = precompute(model, pool)
     video_soft, audio_soft = soft_tokens(model, feats["video"], feats["audio"])
+    if args.round_to:
+        # Stages 1 and 2 feed the soft tokens to a bf16 LLM where the CPU has native bf16: whatever
+        # the rounding removes, the LLM never saw while it learned to read them.
+        dtype = getattr(torch, args.round_to)
+        video_soft, audio_soft = video_soft.to(dtype).float(), audio_soft.to(dtype).float()
     train_clips = int(0.8 * args.clips)
     v_items, a_items = clip_video_items(pool.scenes), audio_items(pool.scenes)
     # Motion is a change of position: first whether one frame's features say where a shape is.
@@ -114,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         "soft tokens": {**accuracy(video_soft, v_items, 4, train_clips, args.steps),
                         **accuracy(audio_soft, a_items, 2, train_clips, args.steps)},
     }
-    print(f"soft-token probe of {args.model}: {args.clips} held-out clips (seed {PROBE_SEED}), probes fitted on "
-          f"{train_clips} for {args.steps} steps, {time.time() - t0:.0f} s")
+    rounded = f", soft tokens rounded to {args.round_to}" if args.round_to else ""
+    print(f"soft-token probe of {args.model}{rounded}: {args.clips} held-out clips (seed {PROBE_SEED}), "
+          f"probes fitted on {train_clips} for {args.steps} steps, {time.time() - t0:.0f} s")
     print(f"  {'question':32s} {'frozen':>8s} {'soft tokens':>12s} {'n':>5s} {'chance':>7s}")
     for row in VIDEO_ROWS + AUDIO_ROWS:
         if row in table["frozen"]:

@@ -15,6 +15,11 @@ rendered clips in the recipe's mix of prompt forms (bf16 LLM, plain attention, p
 training runs): rows drawn uniformly within a prompt form, against rows drawn from one of
 ``train.toy_pipeline.length_buckets`` (examples of similar length). Prints the share of the
 LLM's positions that are padding and the median and mean step time of each, interleaved.
+
+``--part turns`` compares stage-2 conversations of 1 to 4 questions (the recipe's ``max_turns``)
+with longer ones (``--turns``, e.g. 4,12), drawn as training draws them (length buckets), on the
+same clips: answers per step, seconds per step and per answer, interleaved. A longer conversation
+pays for its media tokens and prompt once over more answers; this says what a step costs then.
 """
 
 from __future__ import annotations
@@ -99,17 +104,54 @@ def compare_sampling(model, cfg, args) -> None:
               f"median {med:5.2f} s/step  x{base / med:4.2f}  mean {mean:5.2f} s/step  x{base_mean / mean:4.2f}")
 
 
+def compare_turns(model, cfg, args) -> None:
+    stage2 = get_recipe("toy-world").stages[2]
+    pool = render_pool(cfg, args.clips, seed=11)
+    feats = random_feats(cfg, args.clips)
+    ways = {}
+    for turns in (int(t) for t in args.turns.split(",")):
+        examples = instruct_examples(pool, model.tokenizer, cfg, turns, no_sound_share=stage2.no_sound_share,
+                                     image_share=stage2.image_share, yes_no_answers=stage2.yes_no_answers)
+        ways[turns] = (examples, length_buckets(examples, prefix_groups(examples), 4 * args.batch))
+    cache = stages.PrefixCache()
+    model.llm.set_attn_implementation("eager")
+    g = torch.Generator().manual_seed(0)
+    times = {k: [] for k in ways}
+    answers = dict.fromkeys(ways, 0)
+    for step in range(args.steps + 1):
+        for turns, (examples, buckets) in ways.items():
+            batch = [examples[r] for r in draw_rows(buckets, args.batch, g)]
+            f = batch_features(batch, feats, torch.device("cpu"))
+            t = time.perf_counter()
+            stages.lm_batch_loss(model, batch, f, cache)[0].backward()
+            if step:  # step 0 warms up, as in compare_sampling
+                times[turns].append(time.perf_counter() - t)
+                answers[turns] += sum(ex.meta["turns"] for ex in batch)
+    print(f"stage-2 conversations of {args.clips} clips, batch {args.batch}, {args.steps} steps each, "
+          f"threads {torch.get_num_threads()}")
+    for turns, ts in times.items():
+        per_step = answers[turns] / args.steps
+        mean = statistics.mean(ts)
+        print(f"1 to {turns:2d} questions: {len(ways[turns][0]):5d} conversations  {per_step:5.1f} answers/step  "
+              f"median {statistics.median(ts):5.2f} s/step  mean {mean:5.2f} s/step  {mean / per_step:6.3f} s/answer")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--part", choices=("ways", "sampling", "all"), default="all")
+    parser.add_argument("--part", choices=("ways", "sampling", "turns", "all"), default="all")
     parser.add_argument("--clips", type=int, default=300, help="--part sampling: rendered clips")
-    parser.add_argument("--steps", type=int, default=8, help="--part sampling: timed steps per way")
+    parser.add_argument("--steps", type=int, default=8, help="--part sampling / turns: timed steps per way")
+    parser.add_argument("--turns", default="4,12", help="--part turns: the max_turns values compared")
     args = parser.parse_args()
     cfg = VideoLlamaConfig.from_dict(TOY_WORLD_MODEL)
     model = build_model(cfg, device="cpu", with_llm=False)
     stages.branch_parameters(model, ("video", "audio"))
+    if args.part == "turns":
+        model.llm, model.tokenizer = load_llm(cfg.llm, precision="bf16", device="cpu")
+        compare_turns(model, cfg, args)
+        return
     if args.part in ("sampling", "all"):
         model.llm, model.tokenizer = load_llm(cfg.llm, precision="bf16", device="cpu")
         compare_sampling(model, cfg, args)

@@ -65,6 +65,25 @@ def padded_len(examples, slot_len: dict[str, int]) -> tuple[int, int]:
     return sum(lens), max(lens) * len(lens)
 
 
+def timed_steps(model, ways: dict, feats, args) -> dict[object, list[tuple[float, list]]]:
+    """Stage-2 steps (forward + backward, bf16 LLM, plain attention, prefix cache, as training runs),
+    ``args.steps`` per way, interleaved. ``ways``: name -> (examples, buckets to draw rows from).
+    Returns name -> [(seconds, batch)] per timed step."""
+    cache = stages.PrefixCache()
+    model.llm.set_attn_implementation("eager")
+    g = torch.Generator().manual_seed(0)
+    out = {name: [] for name in ways}
+    for step in range(args.steps + 1):
+        for name, (examples, buckets) in ways.items():
+            batch = [examples[r] for r in draw_rows(buckets, args.batch, g)]
+            f = batch_features(batch, feats, torch.device("cpu"))
+            t = time.perf_counter()
+            stages.lm_batch_loss(model, batch, f, cache)[0].backward()
+            if step:  # step 0 warms up: fills the prefix cache, lets oneDNN pick its kernels
+                out[name].append((time.perf_counter() - t, batch))
+    return out
+
+
 def compare_sampling(model, cfg, args) -> None:
     stage2 = get_recipe("toy-world").stages[2]
     pool = render_pool(cfg, args.clips, seed=11)
@@ -75,22 +94,10 @@ def compare_sampling(model, cfg, args) -> None:
     ways = {"uniform in prompt form": groups, "length buckets": length_buckets(examples, groups, 4 * args.batch)}
     q = cfg.video_qformer.num_queries
     slot_len = {"video": q, "image": q, "audio": cfg.audio_qformer.num_queries}
-    cache = stages.PrefixCache()
-    model.llm.set_attn_implementation("eager")
-    g = torch.Generator().manual_seed(0)
-    times = {k: [] for k in ways}
-    positions = {k: [0, 0] for k in ways}
-    for step in range(args.steps + 1):
-        for name, buckets in ways.items():
-            batch = [examples[r] for r in draw_rows(buckets, args.batch, g)]
-            f = batch_features(batch, feats, torch.device("cpu"))
-            t = time.perf_counter()
-            stages.lm_batch_loss(model, batch, f, cache)[0].backward()
-            if step:  # step 0 warms up: fills the prefix cache, lets oneDNN pick its kernels
-                times[name].append(time.perf_counter() - t)
-                real, padded = padded_len(batch, slot_len)
-                positions[name][0] += real
-                positions[name][1] += padded
+    steps = timed_steps(model, {name: (examples, buckets) for name, buckets in ways.items()}, feats, args)
+    times = {name: [t for t, _ in runs] for name, runs in steps.items()}
+    positions = {name: [sum(x) for x in zip(*(padded_len(b, slot_len) for _, b in runs), strict=True)]
+                 for name, runs in steps.items()}
     print(f"{len(examples)} stage-2 examples of {args.clips} clips, batch {args.batch}, {args.steps} steps each, "
           f"threads {torch.get_num_threads()}")
     # Both: a bucket's steps cost about as its length, so the mean (what a run's length
@@ -113,20 +120,9 @@ def compare_turns(model, cfg, args) -> None:
         examples = instruct_examples(pool, model.tokenizer, cfg, turns, no_sound_share=stage2.no_sound_share,
                                      image_share=stage2.image_share, yes_no_answers=stage2.yes_no_answers)
         ways[turns] = (examples, length_buckets(examples, prefix_groups(examples), 4 * args.batch))
-    cache = stages.PrefixCache()
-    model.llm.set_attn_implementation("eager")
-    g = torch.Generator().manual_seed(0)
-    times = {k: [] for k in ways}
-    answers = dict.fromkeys(ways, 0)
-    for step in range(args.steps + 1):
-        for turns, (examples, buckets) in ways.items():
-            batch = [examples[r] for r in draw_rows(buckets, args.batch, g)]
-            f = batch_features(batch, feats, torch.device("cpu"))
-            t = time.perf_counter()
-            stages.lm_batch_loss(model, batch, f, cache)[0].backward()
-            if step:  # step 0 warms up, as in compare_sampling
-                times[turns].append(time.perf_counter() - t)
-                answers[turns] += sum(ex.meta["turns"] for ex in batch)
+    steps = timed_steps(model, ways, feats, args)
+    times = {turns: [t for t, _ in runs] for turns, runs in steps.items()}
+    answers = {turns: sum(ex.meta["turns"] for _, b in runs for ex in b) for turns, runs in steps.items()}
     print(f"stage-2 conversations of {args.clips} clips, batch {args.batch}, {args.steps} steps each, "
           f"threads {torch.get_num_threads()}")
     for turns, ts in times.items():
@@ -141,7 +137,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--part", choices=("ways", "sampling", "turns", "all"), default="all")
-    parser.add_argument("--clips", type=int, default=300, help="--part sampling: rendered clips")
+    parser.add_argument("--clips", type=int, default=300, help="--part sampling / turns: rendered clips")
     parser.add_argument("--steps", type=int, default=8, help="--part sampling / turns: timed steps per way")
     parser.add_argument("--turns", default="4,12", help="--part turns: the max_turns values compared")
     args = parser.parse_args()

@@ -318,7 +318,17 @@ def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
     from train import toy_pipeline
 
     recipe = get_recipe("toy-world", quick=True)
+    real = stages.lm_batch_loss
+    lm_losses = []  # the fresh run's LM losses, stage 1 then stage 2
+
+    def recorded(model, examples, feats, *rest):
+        out = real(model, examples, feats, *rest)
+        lm_losses.append(float(out[0].detach()))
+        return out
+
+    monkeypatch.setattr(stages, "lm_batch_loss", recorded)
     final = toy_pipeline.run_toy_world(recipe, tmp_path / "run")
+    monkeypatch.setattr(stages, "lm_batch_loss", real)
     for stage in ("stage0", "stage1", "stage2"):
         done = json.loads((tmp_path / "run" / stage / "done.json").read_text())
         first, last = done["first_losses"], done["last_losses"]
@@ -329,7 +339,6 @@ def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
     # them); interrupt its stage 2 after its first checkpoint, then resume.
     for stage in ("stage0", "stage1"):
         shutil.copytree(tmp_path / "run" / stage, tmp_path / "run2" / stage)
-    real = stages.lm_batch_loss
     calls = {"n": 0}
     spec2 = recipe.stages[2].train
 
@@ -348,6 +357,20 @@ def test_quick_recipe_lowers_each_stage_loss_and_resumes(tmp_path, monkeypatch):
     toy_pipeline.run_toy_world(recipe, tmp_path / "run2", resume=True)
     done = json.loads((tmp_path / "run2" / "stage2" / "done.json").read_text())
     assert done["resumed_from"] == spec2.save_every and done["steps"] == spec2.max_steps
+
+    # A run resumed after stage 0 trains stage 1 from the projections a fresh run starts from
+    # (rescaled to the word-embedding norm): its first stage-1 loss is the fresh run's.
+    shutil.copytree(tmp_path / "run" / "stage0", tmp_path / "run3" / "stage0")
+    first = []
+
+    def first_stage1_loss(model, examples, feats, *rest):
+        first.append(float(real(model, examples, feats, *rest)[0].detach()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "lm_batch_loss", first_stage1_loss)
+    with pytest.raises(KeyboardInterrupt):
+        toy_pipeline.run_toy_world(recipe, tmp_path / "run3", resume=True)
+    assert first == [pytest.approx(lm_losses[0], rel=1e-4)]
 
 
 def _world_pool(n: int):

@@ -349,8 +349,9 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
         _log(f"LoRA on the LLM: {recipe.lora} at lr {recipe.lora_lr}, trained in "
              f"{', '.join(s.name for s in recipe.stages[1:] if s.train_lora) or 'no stage'}")
     model.generation_defaults = recipe.generation
-    if not resume:
-        _log(f"projections rescaled to word-embedding norm by {match_word_scale(model, feats1)}")
+    # Always, resumed or not: a stage 1 that has saved weights restores its projections over this, and
+    # one that has not (a run resumed after stage 0) must start from rescaled ones as a fresh run does.
+    _log(f"projections rescaled to word-embedding norm by {match_word_scale(model, feats1)}")
     limit = recipe.world.get("max_examples")  # --quick: a few examples, so the loss visibly falls
     examples1 = caption_examples(pool, model.tokenizer, image_share=spec1.image_share,
                                  audio_captions=al_toy.audio_captions(pool, spec1))[:limit]

@@ -90,7 +90,9 @@ def build_app(backend: Backend) -> FastAPI:
         except Exception as err:
             raise api_error(err) from None
         finally:
-            engine.cancel(prepared.conv)  # no-op when done; stops the work if the client left
+            # No-op when done. Stops the work if the client left: under Ray Serve the proxy cancels
+            # this call instead of sending http.disconnect to the watcher.
+            engine.cancel(prepared.conv)
             heap.release_free_memory()  # the request's buffers are freed: give the pages back
         return JSONResponse(result.model_dump())
 

@@ -7,7 +7,9 @@ through unchanged)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import threading
 import time
 
@@ -20,6 +22,7 @@ from model.chat.engine import ChatEngine
 from model.chat.generate import GenerationSettings
 from model.media import MediaError, load_media
 from model.media.common import LoadOptions
+from serve.app import build_app
 from serve.media import MediaPolicy
 from tests.app_helpers import ASSETS, CLIP, IMAGE, SOUND, tiny_engine, tiny_models
 from tests.serve_helpers import media_part, start_server, wait_for
@@ -440,3 +443,45 @@ def test_a_session_moves_on_when_its_replica_holds_more_than_its_share():
         assert [r[0].replica_id.unique_id for r in ranks] == [other, home[s]]
         # a looser bound keeps it home
         assert rank_replicas(replicas, s, {home[s]: 6, other: 2}, spill_at=2.0)[0][0].replica_id.unique_id == home[s]
+
+
+def test_a_cancelled_non_streaming_call_cancels_its_answer(slow_server):
+    """Ray Serve's proxy, when a client hangs up, cancels the replica's ASGI call instead of
+    sending it ``http.disconnect``; the answer must stop then as well."""
+    engine = slow_server.backend.engine
+    app = build_app(slow_server.backend)
+    body = json.dumps({"model": MODEL, "messages": [user("image", "Tell me everything.")],
+                       "max_tokens": 150, "temperature": 0}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    generating = threading.Event()
+    llm = engine.models[MODEL].llm
+    hook = llm.register_forward_pre_hook(lambda *_: generating.set())
+    before = engine.cancelled_requests
+
+    async def call() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # no disconnect message ever comes, as under Ray Serve
+            raise AssertionError("unreachable")
+
+        async def send(message: dict) -> None:
+            pass
+
+        task = asyncio.ensure_future(app(scope, receive, send))
+        while not generating.is_set():
+            await asyncio.sleep(0.02)
+        task.cancel()  # what Ray Serve does when the client goes away
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(asyncio.wait_for(call(), timeout=60))
+    finally:
+        hook.remove()
+    assert wait_for(lambda: engine.cancelled_requests == before + 1)

@@ -153,8 +153,9 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
         # 4 s a step on both cores (bench/train_bench.py). Stage 1 has 600 caption steps (1.2 to 1.6 s
         # each), not 100: through the frozen LLM the Q-Formers learn tokens it already reads as words,
         # and stage 2 then reaches a lower loss in 800 steps than in 900 (eval motion 0.41 -> 0.59;
-        # experiments/README.md, "600 caption steps"). The clip attribute questions in stages 1
-        # and 2 give the Q-Former the signal the LLM's loss gave it too slowly.
+        # experiments/README.md, "600 caption steps"; 1,000 with 700 stage-2 steps was level). The
+        # clip attribute questions in stages 1 and 2 give the Q-Former the signal the LLM's loss gave
+        # it too slowly.
         s0 = TrainConfig(max_steps=1200, batch_size=64, lr=1e-3, min_lr=5e-5, warmup_steps=50,
                          weight_decay=0.05, log_every=20, save_every=200, lr_scale=dict(VIT_LR_SCALE))
         s1 = TrainConfig(max_steps=600, batch_size=16, lr=2e-3, min_lr=1e-4, warmup_steps=10,

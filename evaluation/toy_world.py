@@ -40,6 +40,7 @@ class Item:
     # The scene as text, per media slot ("video": what is seen, "audio": what is heard): what a
     # perfect perception would hand the LLM (``--oracle-text``).
     context: dict | None = None
+    shapes: int | None = None  # how many shapes the scene (or frame) shows; None: not a world scene
 
 
 # -- scoring ------------------------------------------------------------------------------
@@ -48,14 +49,18 @@ def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
 
     ``accuracy`` maps each skill to the fraction right and ``n`` counts the questions. Two
     diagnostics follow: ``by_form``, each skill's accuracy on open and on yes/no questions
-    apart, and ``says_yes``, how often a yes/no answer is "yes" when the claim is true and when
-    it is false (a model that checks claims says yes to the true ones only; one that guesses
-    says yes to both about equally).
+    apart; ``by_shapes``, each skill's accuracy by how many shapes the scene shows ("1", "2",
+    "3"; world scenes only), since naming one shape's colour or motion among several needs the
+    model to bind it to the right shape; and ``says_yes``, how often a yes/no answer is "yes"
+    when the claim is true and when it is false (a model that checks claims says yes to the true
+    ones only; one that guesses says yes to both about equally).
     """
     right: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
     form_right: dict[tuple[str, str], int] = defaultdict(int)
     form_total: dict[tuple[str, str], int] = defaultdict(int)
+    shapes_right: dict[tuple[str, str], int] = defaultdict(int)
+    shapes_total: dict[tuple[str, str], int] = defaultdict(int)
     yes = {True: [0, 0], False: [0, 0]}  # claim true? -> [answers saying yes, yes/no questions]
     n = 0
     for item, answer in zip(items, answers, strict=True):
@@ -64,6 +69,9 @@ def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
         right[qa.skill] += ok
         form_total[(qa.skill, qa.kind)] += 1
         form_right[(qa.skill, qa.kind)] += ok
+        if item.shapes is not None:
+            shapes_total[(qa.skill, str(item.shapes))] += 1
+            shapes_right[(qa.skill, str(item.shapes))] += ok
         if qa.kind == "yes_no":
             truth = qa.answer == "yes"
             yes[truth][0] += score_answer(SAYS_YES, answer)
@@ -72,10 +80,13 @@ def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
     by_form: dict[str, dict[str, float]] = defaultdict(dict)
     for (skill, kind), count in form_total.items():
         by_form[skill][kind] = form_right[(skill, kind)] / count
+    by_shapes: dict[str, dict[str, float]] = defaultdict(dict)
+    for (skill, shapes), count in sorted(shapes_total.items()):
+        by_shapes[skill][shapes] = shapes_right[(skill, shapes)] / count
     says_yes = {name: yes[truth][0] / yes[truth][1]
                 for name, truth in (("true_claims", True), ("false_claims", False)) if yes[truth][1]}
     return {"accuracy": {k: right[k] / total[k] for k in total}, "n": n, "by_form": dict(by_form),
-            "says_yes": says_yes}
+            "by_shapes": dict(by_shapes), "says_yes": says_yes}
 
 
 # -- the question sets --------------------------------------------------------------------
@@ -103,7 +114,7 @@ def scene_items(folder: Path, n_clips: int, seed: int, world_split: str) -> list
         if not path.exists():
             render_clip(scene, path)
         context = scene_text(scene)
-        items += [Item(str(path), qa, context) for qa in make_qa(scene, rng)]
+        items += [Item(str(path), qa, context, len(scene.shapes)) for qa in make_qa(scene, rng)]
     return items
 
 
@@ -130,7 +141,8 @@ def image_items(folder: Path, n_clips: int, seed: int = EVAL_SEED, split: str = 
         path = folder / f"{world_split}-{seed}-{i:04d}-frame{k:02d}.png"
         if not path.exists():
             Image.fromarray(frames[k]).save(path)
-        items += [Item(str(path), qa) for qa in image_qa(frame_scene(scene, k / fps), rng)]
+        still = frame_scene(scene, k / fps)
+        items += [Item(str(path), qa, shapes=len(still.shapes)) for qa in image_qa(still, rng)]
     return items
 
 
@@ -283,7 +295,7 @@ def evaluate(answer: Callable[[str, str], str], items: list[Item], progress: boo
         answers.append(text)
         records.append({"path": item.path, "skill": item.qa.skill, "kind": item.qa.kind,
                         "question": item.qa.question, "expected": item.qa.answer, "answer": text,
-                        "right": score_answer(item.qa, text)})
+                        "right": score_answer(item.qa, text), "shapes": item.shapes})
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -372,10 +384,11 @@ def _report(args: argparse.Namespace, result: dict, records: list) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{'skill':20s} {'all':>6s} {'open':>6s} {'yes/no':>6s}")
+        print(f"{'skill':20s} {'all':>6s} {'open':>6s} {'yes/no':>6s} {'1 shape':>7s} {'2':>6s} {'3':>6s}")
         for skill, acc in sorted(result["accuracy"].items()):
-            forms = result["by_form"][skill]
+            forms, shapes = result["by_form"][skill], result["by_shapes"].get(skill, {})
             cells = [f"{forms[k]:6.3f}" if k in forms else f"{'-':>6s}" for k in ("open", "yes_no")]
+            cells += [f"{shapes[k]:{w}.3f}" if k in shapes else f"{'-':>{w}s}" for k, w in (("1", 7), ("2", 6), ("3", 6))]
             print(f"{skill:20s} {acc:6.3f} {' '.join(cells)}")
         print(f"{'questions':20s} {result['n']:6d}")
         defaults = result.get("with_defaults")

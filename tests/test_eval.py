@@ -41,6 +41,14 @@ def test_score_splits_open_and_yes_no_and_counts_yes_to_true_and_false_claims():
     assert score([Item("a.mp4", RED)], ["red"])["says_yes"] == {}  # no yes/no question: no rate
 
 
+def test_score_splits_each_skill_by_how_many_shapes_the_scene_shows():
+    items = [Item("a.mp4", RED, shapes=1), Item("b.mp4", RED, shapes=3), Item("b.mp4", RED, shapes=3),
+             Item("c.mp4", YES, shapes=2), Item("ffmpeg.mp4", LOW)]
+    result = score(items, ["Red.", "Blue.", "Red.", "No.", "Low."])
+    assert result["by_shapes"] == {"colour": {"1": 1.0, "3": 0.5}, "count": {"2": 0.0}}  # LOW: no scene
+    assert result["accuracy"]["sound_pitch"] == 1.0
+
+
 def test_score_needs_one_answer_per_item():
     with pytest.raises(ValueError):
         score([Item("a.mp4", RED)], [])
@@ -52,6 +60,9 @@ def test_heldout_questions_come_from_rendered_test_clips(tmp_path):
     assert len(paths) == 2 and all(Path(p).stat().st_size > 1000 for p in paths)
     skills = {i.qa.skill for i in items}
     assert {"colour", "shape", "count", "motion", "temporal_order", "sound_pitch", "sound_pattern"} <= skills
+    assert all(i.shapes in (1, 2, 3) for i in items)  # each item knows its scene's shape count
+    counts = [i for i in items if i.qa.skill == "count" and i.qa.kind == "open"]
+    assert [("one", "two", "three")[i.shapes - 1] for i in counts] == [i.qa.answer for i in counts]
     again = heldout_items(tmp_path, 2)  # deterministic, and reuses the files
     key = lambda its: [(i.path, i.qa.question, i.qa.answer) for i in its]
     assert key(again) == key(items)
@@ -140,7 +151,7 @@ def test_cli_json_is_one_object_with_accuracy_and_n(tmp_path, monkeypatch, capsy
                               "--greedy-only"])
     assert evaluate.main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"accuracy", "n", "by_form", "says_yes"} and out["n"] > 10
+    assert set(out) == {"accuracy", "n", "by_form", "by_shapes", "says_yes"} and out["n"] > 10
     assert all(0.0 <= v <= 1.0 for v in out["accuracy"].values())
     assert out["says_yes"] == {"true_claims": 1.0, "false_claims": 1.0}  # this answerer always says yes
 

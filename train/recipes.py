@@ -170,6 +170,8 @@ def _toy_stages(quick: bool) -> list[StageSpec]:
     # (experiments/yes_no_fit.py).
     # Stage 0 also asks the attribute questions (which shape, which colour, where): contrast alone left
     # shape at 0.40 and colour-shape binding at 0.56 in the stage-0 probe.
+    # The LLM's LoRA adapter trains in stage 2 only: trained on stage 1's captions as well, the answers
+    # were worse (colour 0.81 -> 0.75, shape 0.87 -> 0.80; experiments/README.md, "LoRA trained in stage 1").
     # Stages 1 and 2 ask the video soft tokens clip-level questions (train/clip_attributes.py): after
     # stage 1 alone they then held a named shape's colour at 0.86 and a colour's shape at 0.83, against
     # 0.61 and 0.53 without (python -m experiments.soft_token_probe).

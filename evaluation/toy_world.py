@@ -47,7 +47,7 @@ class Item:
 def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
     """Scores of the answers given to ``items`` in order.
 
-    ``accuracy`` maps each skill to the fraction right and ``n`` counts the questions. Two
+    ``accuracy`` maps each skill to the fraction right and ``n`` counts the questions. Three
     diagnostics follow: ``by_form``, each skill's accuracy on open and on yes/no questions
     apart; ``by_shapes``, each skill's accuracy by how many shapes the scene shows ("1", "2",
     "3"; world scenes only), since naming one shape's colour or motion among several needs the

@@ -57,36 +57,40 @@ def score(items: Iterable[Item], answers: Iterable[str]) -> dict:
     """
     right: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
-    form_right: dict[tuple[str, str], int] = defaultdict(int)
-    form_total: dict[tuple[str, str], int] = defaultdict(int)
-    shapes_right: dict[tuple[str, str], int] = defaultdict(int)
-    shapes_total: dict[tuple[str, str], int] = defaultdict(int)
+    # (skill, open / yes_no) and (skill, shape count) -> [right, asked]
+    by_form: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    by_shapes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     yes = {True: [0, 0], False: [0, 0]}  # claim true? -> [answers saying yes, yes/no questions]
     n = 0
     for item, answer in zip(items, answers, strict=True):
         qa, ok = item.qa, bool(score_answer(item.qa, answer))
         total[qa.skill] += 1
         right[qa.skill] += ok
-        form_total[(qa.skill, qa.kind)] += 1
-        form_right[(qa.skill, qa.kind)] += ok
+        _tally(by_form[(qa.skill, qa.kind)], ok)
         if item.shapes is not None:
-            shapes_total[(qa.skill, str(item.shapes))] += 1
-            shapes_right[(qa.skill, str(item.shapes))] += ok
+            _tally(by_shapes[(qa.skill, str(item.shapes))], ok)
         if qa.kind == "yes_no":
             truth = qa.answer == "yes"
             yes[truth][0] += score_answer(SAYS_YES, answer)
             yes[truth][1] += 1
         n += 1
-    by_form: dict[str, dict[str, float]] = defaultdict(dict)
-    for (skill, kind), count in form_total.items():
-        by_form[skill][kind] = form_right[(skill, kind)] / count
-    by_shapes: dict[str, dict[str, float]] = defaultdict(dict)
-    for (skill, shapes), count in sorted(shapes_total.items()):
-        by_shapes[skill][shapes] = shapes_right[(skill, shapes)] / count
     says_yes = {name: yes[truth][0] / yes[truth][1]
                 for name, truth in (("true_claims", True), ("false_claims", False)) if yes[truth][1]}
-    return {"accuracy": {k: right[k] / total[k] for k in total}, "n": n, "by_form": dict(by_form),
-            "by_shapes": dict(by_shapes), "says_yes": says_yes}
+    return {"accuracy": {k: right[k] / total[k] for k in total}, "n": n, "by_form": _rates(by_form),
+            "by_shapes": _rates(by_shapes), "says_yes": says_yes}
+
+
+def _tally(counts: list[int], ok: bool) -> None:
+    counts[0] += ok
+    counts[1] += 1
+
+
+def _rates(counts: dict[tuple[str, str], list[int]]) -> dict[str, dict[str, float]]:
+    """{(skill, part): [right, asked]} -> {skill: {part: fraction right}}, parts in sorted order."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for (skill, part), (right, asked) in sorted(counts.items()):
+        out[skill][part] = right / asked
+    return dict(out)
 
 
 # -- the question sets --------------------------------------------------------------------

@@ -52,13 +52,20 @@ def _encode(scenes, width: int = 32) -> torch.Tensor:
     return out
 
 
-def test_the_head_learns_attributes_the_tokens_hold_and_not_from_noise():
+def _one_hot_words() -> ca.AnswerWords:
+    """Answer words at the features ``_encode`` writes, so its tokens hold them as word directions."""
+    eye = torch.eye(32)
+    return ca.AnswerWords(shapes=eye[:4], colours=eye[4:4 + len(COLOURS)], motions=eye[12:12 + len(MOTIONS)])
+
+
+@pytest.mark.parametrize("words", [None, _one_hot_words()], ids=["linear", "words"])
+def test_the_head_learns_attributes_the_tokens_hold_and_not_from_noise(words):
     torch.manual_seed(0)
     scenes = _scenes(64)
     tokens = _encode(scenes)
 
     def fit(x):
-        head = ca.ClipAttributeHead(32)
+        head = ca.ClipAttributeHead(32, words=words)
         opt = torch.optim.Adam(head.parameters(), lr=1e-2)
         for _ in range(150):
             loss = head.loss(x, scenes)
@@ -71,13 +78,41 @@ def test_the_head_learns_attributes_the_tokens_hold_and_not_from_noise():
     assert informative < 0.5 * noise
 
 
-def test_a_stage_with_the_weight_trains_the_head_beside_the_video_branch(tmp_path):
+def test_the_word_readout_scores_the_tokens_themselves_against_the_answer_words():
+    words = ca.AnswerWords(shapes=torch.randn(len(SHAPES), 32), colours=torch.randn(len(COLOURS), 32),
+                           motions=torch.randn(len(MOTIONS), 32))
+    head = ca.ClipAttributeHead(32, words=words)  # untrained: only the raw tokens can decide
+    red, left = COLOURS.index("red"), MOTIONS.index("left")
+    tokens = (words.colours[red] + words.motions[left]).expand(2, 5, 32).contiguous()
+    by_shape, by_colour, _ = head(tokens)
+    C, M = len(COLOURS), len(MOTIONS)
+    assert (by_shape[..., 1:1 + C].argmax(-1) == red).all()
+    assert (by_shape[..., 1 + C:1 + C + M].argmax(-1) == left).all()
+    # a token that is the word "star" is read as the star by every colour query
+    by_colour = head(words.shapes[SHAPES.index("star")].expand(1, 5, 32).contiguous())[1]
+    assert (by_colour[..., 1:].argmax(-1) == SHAPES.index("star")).all()
+    assert not any("words" in n for n, _ in head.named_parameters())  # the LLM's words never train
+    assert not any("words" in n for n in head.state_dict())
+
+
+def test_answer_words_are_the_llms_embeddings_of_each_word_after_a_space():
+    model = tiny_model()
+    table = model.llm.get_input_embeddings().weight
+    words = ca.answer_words(model.tokenizer, table)
+    assert words.colours.shape == (len(COLOURS), table.shape[1]) and words.motions.shape[0] == len(MOTIONS)
+    ids = model.tokenizer(" bouncing", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(words.motions[MOTIONS.index("bouncing")], table[ids].float().mean(0))
+    assert not torch.allclose(words.colours[0], words.colours[1])
+
+
+@pytest.mark.parametrize("readout", ["linear", "words"])
+def test_a_stage_with_the_weight_trains_the_head_beside_the_video_branch(tmp_path, readout):
     from train import toy_pipeline
     from train.trainer import make_accelerator
 
     model = tiny_model()
     spec = get_recipe("toy-world", quick=True).stages[1]
-    spec = dataclasses.replace(spec, clip_attribute_weight=1.0, clip_attribute_batch=4,
+    spec = dataclasses.replace(spec, clip_attribute_weight=1.0, clip_attribute_batch=4, clip_attribute_readout=readout,
                                train=dataclasses.replace(spec.train, max_steps=2, save_every=2, log_every=1))
     scenes = _scenes(3)
     feats = {"video": torch.randn(3, 4, 6, 32), "audio": torch.randn(3, 8, 20)}
@@ -89,6 +124,7 @@ def test_a_stage_with_the_weight_trains_the_head_beside_the_video_branch(tmp_pat
     toy_pipeline.run_lm_stage(model, exs, feats, spec, tmp_path, acc, False, None, scenes)
     state = torch.load(tmp_path / spec.name / "training_state.pt", weights_only=False)
     assert any(n.startswith(ca.PREFIX) for n in state["params"])
+    assert any(n.startswith(ca.PREFIX + "word_") for n in state["params"]) == (readout == "words")
     assert not torch.equal(before, model.video_proj.weight)
 
 
@@ -106,6 +142,8 @@ def test_the_recipe_field_is_checked():
         dataclasses.replace(spec, clip_attribute_weight=-1.0).check()
     with pytest.raises(ValueError, match="clip_attribute_batch"):
         dataclasses.replace(spec, clip_attribute_batch=0).check()
+    with pytest.raises(ValueError, match="clip_attribute_readout must be one of linear, words"):
+        dataclasses.replace(spec, clip_attribute_readout="vocab").check()
     # the toy-world recipe asks them in stages 1 and 2 (they act on the video soft tokens), not in stage 0
     weights = [s.clip_attribute_weight for s in get_recipe("toy-world").stages]
     assert weights[0] == 0 and weights[1] > 0 and weights[2] > 0

@@ -18,9 +18,18 @@ one learned query per shape name, per colour name and one for the count attend o
 A shape's attributes are asked only when no other shape of its kind is in the clip (a colour's
 shape when the colour is unique), so every question has one answer. The head is used in training
 only (``StageSpec.clip_attribute_weight``); the model folder never holds it.
+
+With ``words`` (the LLM's input embeddings of the answer words, ``answer_words``), a shape's colour
+and motion and a colour's shape are read differently: the query's attention mixes the soft tokens
+themselves, with no value projection, and the mix is scored by its cosine with each answer word's
+embedding. The soft tokens must then carry the answers as the LLM's own word directions, the form
+its frozen layers already copy from a prompt, rather than a code only the head can read
+(``StageSpec.clip_attribute_readout = "words"``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +43,29 @@ APPEAR_CLASSES = (0.0, *APPEAR_TIMES)  # from the start, or one of the world's a
 PREFIX = "clip_attributes."  # the head's parameters' names in a stage's training state
 
 
+@dataclass
+class AnswerWords:
+    """The LLM's input embeddings of the answer words, one row each, in the world's order."""
+
+    colours: torch.Tensor  # (len(COLOURS), D)
+    shapes: torch.Tensor  # (len(SHAPES), D)
+    motions: torch.Tensor  # (len(MOTIONS), D)
+
+
+def answer_words(tokenizer, embeddings: torch.Tensor) -> AnswerWords:
+    """Each colour, shape and motion word as the LLM reads it after a space (" red"): the mean of
+    its tokens' input embeddings (``embeddings``: the (vocab, D) table)."""
+    def rows(words) -> torch.Tensor:
+        out = []
+        for word in words:
+            ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+            out.append(embeddings[ids].float().mean(0))
+        return torch.stack(out)
+
+    with torch.no_grad():
+        return AnswerWords(colours=rows(COLOURS), shapes=rows(SHAPES), motions=rows(MOTIONS))
+
+
 def appear_class(appear: float) -> int:
     """Index into ``APPEAR_CLASSES`` of the nearest time."""
     return min(range(len(APPEAR_CLASSES)), key=lambda k: abs(APPEAR_CLASSES[k] - appear))
@@ -43,7 +75,7 @@ class ClipAttributeHead(nn.Module):
     # per shape query: present, colour, motion, appear time, leaves
     SHAPE_OUT = 1 + len(COLOURS) + len(MOTIONS) + len(APPEAR_CLASSES) + 1
 
-    def __init__(self, width: int, heads: int = 4) -> None:
+    def __init__(self, width: int, heads: int = 4, words: AnswerWords | None = None) -> None:
         super().__init__()
         self.query = nn.Parameter(torch.randn(len(SHAPES) + len(COLOURS) + 1, width) * 0.02)
         self.norm = nn.LayerNorm(width)
@@ -51,6 +83,14 @@ class ClipAttributeHead(nn.Module):
         self.by_shape = nn.Linear(width, self.SHAPE_OUT)
         self.by_colour = nn.Linear(width, 1 + len(SHAPES))  # present, shape
         self.count = nn.Linear(width, MAX_SHAPES)  # 1, 2 or 3 shapes
+        self.words = words is not None
+        if words is not None:
+            # Buffers, not parameters: the words are the LLM's, and the training state never holds them.
+            for name in ("colours", "shapes", "motions"):
+                self.register_buffer(f"{name}_words", F.normalize(getattr(words, name).float(), dim=-1),
+                                     persistent=False)
+            self.word_key = nn.Linear(width, width, bias=False)
+            self.word_scale = nn.Parameter(torch.tensor(10.0))  # cosines in [-1, 1] -> logits
 
     def targets(self, scenes) -> dict[str, torch.Tensor]:
         """Class ids per clip (IGNORE where the question has no single answer) and presence flags."""
@@ -81,7 +121,22 @@ class ClipAttributeHead(nn.Module):
         pooled, _ = self.attn(q, kv, kv)
         h = pooled + q  # (B, S+C+1, D)
         S, C = len(SHAPES), len(COLOURS)
-        return self.by_shape(h[:, :S]), self.by_colour(h[:, S:S + C]), self.count(h[:, -1])
+        by_shape, by_colour = self.by_shape(h[:, :S]), self.by_colour(h[:, S:S + C])
+        if self.words:
+            by_shape, by_colour = self._word_readout(tokens.float(), kv, q, by_shape, by_colour)
+        return by_shape, by_colour, self.count(h[:, -1])
+
+    def _word_readout(self, tokens, kv, q, by_shape, by_colour):
+        """Colour, motion (per shape) and shape (per colour) logits as cosines of a mix of the raw
+        soft tokens with the answer words; the other read-outs stay linear."""
+        S, C, M = len(SHAPES), len(COLOURS), len(MOTIONS)
+        scores = q[:, :S + C] @ self.word_key(kv).transpose(1, 2) / kv.shape[-1] ** 0.5  # (B, S+C, Qv)
+        mix = F.normalize(scores.softmax(-1) @ tokens, dim=-1)  # (B, S+C, D): the tokens, not a projection
+        colour = self.word_scale * mix[:, :S] @ self.colours_words.T  # (B, S, C)
+        motion = self.word_scale * mix[:, :S] @ self.motions_words.T  # (B, S, M)
+        shape = self.word_scale * mix[:, S:] @ self.shapes_words.T  # (B, C, S)
+        by_shape = torch.cat([by_shape[..., :1], colour, motion, by_shape[..., 1 + C + M:]], dim=-1)
+        return by_shape, torch.cat([by_colour[..., :1], shape], dim=-1)
 
     def loss(self, tokens: torch.Tensor, scenes) -> torch.Tensor:
         """Sum of the presence, colour, motion, appear, leaves, shape and count losses."""

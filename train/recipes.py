@@ -28,6 +28,10 @@ OBJECTIVES = ("contrastive", "caption", "instruct")
 # How toy-world stage 2 teaches yes/no answers: "verdict" is the short "Yes."/"No."; "fact-first" (the
 # toy-world recipe) states what the clip shows, then the verdict ("The circle is red, so no.").
 YES_NO_ANSWERS = ("verdict", "fact-first")
+# How the clip-attribute head reads a shape's colour and motion and a colour's shape from the soft
+# tokens: "linear" read-outs, or "words": cosines with the LLM's embeddings of the answer words
+# (train/clip_attributes.py).
+CLIP_ATTRIBUTE_READOUTS = ("linear", "words")
 
 
 @dataclass
@@ -54,6 +58,7 @@ class StageSpec:
     # (train/clip_attributes.py), asked of ``clip_attribute_batch`` clips drawn beside each batch
     clip_attribute_weight: float = 0.0
     clip_attribute_batch: int = 64
+    clip_attribute_readout: str = "linear"  # one of CLIP_ATTRIBUTE_READOUTS
     # Stages 1 and 2: train the LLM's LoRA adapter here when the recipe has one (Recipe.lora.rank > 0).
     train_lora: bool = True
 
@@ -62,6 +67,9 @@ class StageSpec:
         if self.yes_no_answers not in YES_NO_ANSWERS:
             raise ValueError(f"{self.name}.yes_no_answers must be one of {', '.join(YES_NO_ANSWERS)}, "
                              f"not {self.yes_no_answers!r}")
+        if self.clip_attribute_readout not in CLIP_ATTRIBUTE_READOUTS:
+            raise ValueError(f"{self.name}.clip_attribute_readout must be one of "
+                             f"{', '.join(CLIP_ATTRIBUTE_READOUTS)}, not {self.clip_attribute_readout!r}")
         for name in ("no_sound_share", "image_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{self.name}.{name} is a share between 0 and 1, not {getattr(self, name)}")

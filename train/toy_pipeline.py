@@ -225,9 +225,12 @@ def _clip_attribute_head(model, spec: StageSpec, scenes: list | None,
                          "it needs the video branch and the toy world's scenes")
     # The head starts from the stage's seed whatever ran before, and the recipe's random stream
     # goes on as if it had not been built.
+    words = None
+    if spec.clip_attribute_readout == "words":
+        words = clip_attributes.answer_words(model.tokenizer, model.llm.get_input_embeddings().weight)
     with torch.random.fork_rng():
         torch.manual_seed(spec.train.seed)
-        head = clip_attributes.ClipAttributeHead(model.video_proj.out_features)
+        head = clip_attributes.ClipAttributeHead(model.video_proj.out_features, words=words)
     return head.to(device)
 
 

@@ -147,6 +147,7 @@ def test_the_recipe_field_is_checked():
     # the toy-world recipe asks them in stages 1 and 2 (they act on the video soft tokens), not in stage 0
     weights = [s.clip_attribute_weight for s in get_recipe("toy-world").stages]
     assert weights[0] == 0 and weights[1] > 0 and weights[2] > 0
+    assert [s.clip_attribute_readout for s in get_recipe("toy-world").stages[1:]] == ["words", "words"]
 
 
 def test_building_the_head_neither_reads_nor_resets_the_recipes_random_stream():

@@ -137,8 +137,9 @@ NO_SOUND_SHARE = 0.2  # toy-world stage 2: share of conversations about the vide
 
 
 CLIP_ATTRIBUTE_WEIGHT = 0.5  # toy-world stages 1 and 2 (StageSpec.clip_attribute_weight)
-# Read against the LLM's own answer words: with linear read-outs the answers were worse (colour 0.91
-# against 0.81, shape 0.91 against 0.87; experiments/README.md, "answer-word read-out").
+# Read against the LLM's own answer words: with linear read-outs the answers were worse (colour 0.81
+# and shape 0.87, against 0.91 and 0.91; experiments/README.md, "clip-attribute head reads the LLM's
+# answer words").
 CLIP_ATTRIBUTE_READOUT = "words"
 
 # Stage 0: the ViT learns at 3x the peak rate (experiments/README.md: encoder_probe, stage0_probe).

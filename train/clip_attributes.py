@@ -135,6 +135,8 @@ class ClipAttributeHead(nn.Module):
         colour = self.word_scale * mix[:, :S] @ self.colours_words.T  # (B, S, C)
         motion = self.word_scale * mix[:, :S] @ self.motions_words.T  # (B, S, M)
         shape = self.word_scale * mix[:, S:] @ self.shapes_words.T  # (B, C, S)
+        # The linear columns these replace stay in by_shape / by_colour (untrained here): one layout
+        # of outputs and targets for both read-outs.
         by_shape = torch.cat([by_shape[..., :1], colour, motion, by_shape[..., 1 + C + M:]], dim=-1)
         return by_shape, torch.cat([by_colour[..., :1], shape], dim=-1)
 

@@ -49,16 +49,20 @@ def _encode(scenes, width: int = 32) -> torch.Tensor:
             out[b, j, 12 + MOTIONS.index(s.motion)] = 1
             out[b, j, 20 + ca.appear_class(s.appear)] = 1
             out[b, j, 26] = float(s.leave < scene.config.duration)
+            out[b, j, 27] = float(s.leave >= scene.config.duration)
     return out
 
 
-def _one_hot_words() -> ca.AnswerWords:
+def _one_hot_words(time: bool = False) -> ca.AnswerWords:
     """Answer words at the features ``_encode`` writes, so its tokens hold them as word directions."""
     eye = torch.eye(32)
-    return ca.AnswerWords(shapes=eye[:4], colours=eye[4:4 + len(COLOURS)], motions=eye[12:12 + len(MOTIONS)])
+    extra = dict(times=torch.stack([eye[20], eye[21:24].sum(0)]), ends=eye[[27, 26]]) if time else {}
+    return ca.AnswerWords(shapes=eye[:4], colours=eye[4:4 + len(COLOURS)], motions=eye[12:12 + len(MOTIONS)],
+                          **extra)
 
 
-@pytest.mark.parametrize("words", [None, _one_hot_words()], ids=["linear", "words"])
+@pytest.mark.parametrize("words", [None, _one_hot_words(), _one_hot_words(time=True)],
+                         ids=["linear", "words", "words+time"])
 def test_the_head_learns_attributes_the_tokens_hold_and_not_from_noise(words):
     torch.manual_seed(0)
     scenes = _scenes(64)
@@ -95,6 +99,23 @@ def test_the_word_readout_scores_the_tokens_themselves_against_the_answer_words(
     assert not any("words" in n for n in head.state_dict())
 
 
+def test_time_words_ask_each_shape_start_or_later_and_stays_or_leaves():
+    g = torch.Generator().manual_seed(3)
+    words = ca.AnswerWords(*(torch.randn(n, 32, generator=g) for n in (len(COLOURS), len(SHAPES), len(MOTIONS), 2, 2)))
+    head = ca.ClipAttributeHead(32, words=words)
+    assert head.time_words and sorted(n for n, _ in head.named_buffers())[-1] == "times_words"
+    tokens = (words.times[1] + words.ends[0]).expand(2, 5, 32).contiguous()  # "later", "stays"
+    by_shape = head(tokens)[0]
+    assert by_shape.shape[-1] == head.SHAPE_OUT + 4
+    assert (by_shape[..., -4:-2].argmax(-1) == 1).all() and (by_shape[..., -2:].argmax(-1) == 0).all()
+    # the word questions add to the loss: a head without them, same parameters, scores less
+    plain = ca.ClipAttributeHead(32, words=dataclasses.replace(words, times=None, ends=None))
+    plain.load_state_dict(head.state_dict())
+    scenes = _scenes(2)
+    assert not plain.time_words and plain(tokens)[0].shape[-1] == head.SHAPE_OUT
+    assert head.loss(tokens, scenes) > plain.loss(tokens, scenes)
+
+
 def test_answer_words_are_the_llms_embeddings_of_each_word_after_a_space():
     model = tiny_model()
     table = model.llm.get_input_embeddings().weight
@@ -103,9 +124,14 @@ def test_answer_words_are_the_llms_embeddings_of_each_word_after_a_space():
     ids = model.tokenizer(" bouncing", add_special_tokens=False)["input_ids"]
     assert torch.allclose(words.motions[MOTIONS.index("bouncing")], table[ids].float().mean(0))
     assert not torch.allclose(words.colours[0], words.colours[1])
+    assert words.times is None and words.ends is None
+    timed = ca.answer_words(model.tokenizer, table, time=True)
+    ids = model.tokenizer(" leaves", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(timed.ends[ca.END_WORDS.index("leaves")], table[ids].float().mean(0))
+    assert timed.times.shape == (2, table.shape[1])
 
 
-@pytest.mark.parametrize("readout", ["linear", "words"])
+@pytest.mark.parametrize("readout", ["linear", "words", "words+time"])
 def test_a_stage_with_the_weight_trains_the_head_beside_the_video_branch(tmp_path, readout):
     from train import toy_pipeline
     from train.trainer import make_accelerator
@@ -124,7 +150,7 @@ def test_a_stage_with_the_weight_trains_the_head_beside_the_video_branch(tmp_pat
     toy_pipeline.run_lm_stage(model, exs, feats, spec, tmp_path, acc, False, None, scenes)
     state = torch.load(tmp_path / spec.name / "training_state.pt", weights_only=False)
     assert any(n.startswith(ca.PREFIX) for n in state["params"])
-    assert any(n.startswith(ca.PREFIX + "word_") for n in state["params"]) == (readout == "words")
+    assert any(n.startswith(ca.PREFIX + "word_") for n in state["params"]) == (readout != "linear")
     assert not torch.equal(before, model.video_proj.weight)
 
 
@@ -142,7 +168,7 @@ def test_the_recipe_field_is_checked():
         dataclasses.replace(spec, clip_attribute_weight=-1.0).check()
     with pytest.raises(ValueError, match="clip_attribute_batch"):
         dataclasses.replace(spec, clip_attribute_batch=0).check()
-    with pytest.raises(ValueError, match="clip_attribute_readout must be one of linear, words"):
+    with pytest.raises(ValueError, match="clip_attribute_readout must be one of linear, words, words\\+time"):
         dataclasses.replace(spec, clip_attribute_readout="vocab").check()
     # the toy-world recipe asks them in stages 1 and 2 (they act on the video soft tokens), not in stage 0
     weights = [s.clip_attribute_weight for s in get_recipe("toy-world").stages]

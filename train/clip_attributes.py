@@ -25,6 +25,10 @@ themselves, with no value projection, and the mix is scored by its cosine with e
 embedding. The soft tokens must then carry the answers as the LLM's own word directions, the form
 its frozen layers already copy from a prompt, rather than a code only the head can read
 (``StageSpec.clip_attribute_readout = "words"``).
+
+``"words+time"`` adds two word questions per shape beside the linear appear and leaves read-outs:
+" start" or " later" (is it there from the start?) and " stays" or " leaves" (does it stay to the
+end?), the words the world's temporal answers use.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from train.world.scene import APPEAR_TIMES, COLOURS, MOTIONS, SHAPES
 MAX_SHAPES = 3  # the world draws 1 to 3 shapes per clip
 APPEAR_CLASSES = (0.0, *APPEAR_TIMES)  # from the start, or one of the world's appear times
 PREFIX = "clip_attributes."  # the head's parameters' names in a stage's training state
+TIME_WORDS = ("start", "later")  # index 1: the shape appears after the start
+END_WORDS = ("stays", "leaves")  # index 1: the shape leaves before the end
 
 
 @dataclass
@@ -50,11 +56,14 @@ class AnswerWords:
     colours: torch.Tensor  # (len(COLOURS), D)
     shapes: torch.Tensor  # (len(SHAPES), D)
     motions: torch.Tensor  # (len(MOTIONS), D)
+    times: torch.Tensor | None = None  # (2, D): TIME_WORDS, or None: no word questions about time
+    ends: torch.Tensor | None = None  # (2, D): END_WORDS (given with ``times``)
 
 
-def answer_words(tokenizer, embeddings: torch.Tensor) -> AnswerWords:
-    """Each colour, shape and motion word as the LLM reads it after a space (" red"): the mean of
-    its tokens' input embeddings (``embeddings``: the (vocab, D) table)."""
+def answer_words(tokenizer, embeddings: torch.Tensor, time: bool = False) -> AnswerWords:
+    """Each colour, shape and motion word (with ``time`` also TIME_WORDS and END_WORDS) as the LLM
+    reads it after a space (" red"): the mean of its tokens' input embeddings (``embeddings``: the
+    (vocab, D) table)."""
     def rows(words) -> torch.Tensor:
         out = []
         for word in words:
@@ -63,7 +72,8 @@ def answer_words(tokenizer, embeddings: torch.Tensor) -> AnswerWords:
         return torch.stack(out)
 
     with torch.no_grad():
-        return AnswerWords(colours=rows(COLOURS), shapes=rows(SHAPES), motions=rows(MOTIONS))
+        extra = dict(times=rows(TIME_WORDS), ends=rows(END_WORDS)) if time else {}
+        return AnswerWords(colours=rows(COLOURS), shapes=rows(SHAPES), motions=rows(MOTIONS), **extra)
 
 
 def appear_class(appear: float) -> int:
@@ -84,9 +94,10 @@ class ClipAttributeHead(nn.Module):
         self.by_colour = nn.Linear(width, 1 + len(SHAPES))  # present, shape
         self.count = nn.Linear(width, MAX_SHAPES)  # 1, 2 or 3 shapes
         self.words = words is not None
+        self.time_words = words is not None and words.times is not None
         if words is not None:
             # Buffers, not parameters: the words are the LLM's, and the training state never holds them.
-            for name in ("colours", "shapes", "motions"):
+            for name in ("colours", "shapes", "motions") + (("times", "ends") if self.time_words else ()):
                 self.register_buffer(f"{name}_words", F.normalize(getattr(words, name).float(), dim=-1),
                                      persistent=False)
             self.word_key = nn.Linear(width, width, bias=False)
@@ -115,7 +126,8 @@ class ClipAttributeHead(nn.Module):
         return t
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Soft tokens (B, Qv, D) -> per shape (B, S, SHAPE_OUT), per colour (B, C, 1+S), count (B, 3)."""
+        """Soft tokens (B, Qv, D) -> per shape (B, S, SHAPE_OUT, then 2 + 2 time-word logits with
+        ``time_words``), per colour (B, C, 1+S), count (B, 3)."""
         kv = self.norm(tokens.float())
         q = self.query[None].expand(tokens.shape[0], -1, -1)  # (B, S+C+1, D)
         pooled, _ = self.attn(q, kv, kv)
@@ -138,17 +150,28 @@ class ClipAttributeHead(nn.Module):
         # The linear columns these replace stay in by_shape / by_colour (untrained here): one layout
         # of outputs and targets for both read-outs.
         by_shape = torch.cat([by_shape[..., :1], colour, motion, by_shape[..., 1 + C + M:]], dim=-1)
+        if self.time_words:  # asked beside the linear appear and leaves columns, which stay trained
+            times = self.word_scale * mix[:, :S] @ self.times_words.T  # (B, S, 2)
+            ends = self.word_scale * mix[:, :S] @ self.ends_words.T  # (B, S, 2)
+            by_shape = torch.cat([by_shape, times, ends], dim=-1)
         return by_shape, torch.cat([by_colour[..., :1], shape], dim=-1)
 
     def loss(self, tokens: torch.Tensor, scenes) -> torch.Tensor:
-        """Sum of the presence, colour, motion, appear, leaves, shape and count losses."""
+        """Sum of the presence, colour, motion, appear, leaves, shape and count losses (and, with
+        ``time_words``, the start/later and stays/leaves word questions)."""
         t = {k: v.to(tokens.device) for k, v in self.targets(scenes).items()}
         by_shape, by_colour, count = self(tokens)
+        if self.time_words:
+            later = torch.where(t["appear"] == IGNORE, IGNORE, (t["appear"] > 0).long())
+            pieces = [(by_shape[..., -4:-2], later), (by_shape[..., -2:], t["leaves"])]
+            by_shape = by_shape[..., :self.SHAPE_OUT]
+        else:
+            pieces = []
         C, M, A = len(COLOURS), len(MOTIONS), len(APPEAR_CLASSES)
         present = torch.cat([by_shape[..., 0], by_colour[..., 0]], dim=1)  # (B, S+C)
         total = F.binary_cross_entropy_with_logits(present, t["present"]) + F.cross_entropy(count, t["count"])
         cuts = {"colour": (1, 1 + C), "motion": (1 + C, 1 + C + M), "appear": (1 + C + M, 1 + C + M + A)}
-        pieces = [(by_shape[..., a:b], t[k]) for k, (a, b) in cuts.items()]
+        pieces += [(by_shape[..., a:b], t[k]) for k, (a, b) in cuts.items()]
         pieces.append((by_colour[..., 1:], t["shape"]))
         for logits, target in pieces:
             if (target != IGNORE).any():

@@ -29,9 +29,9 @@ OBJECTIVES = ("contrastive", "caption", "instruct")
 # toy-world recipe) states what the clip shows, then the verdict ("The circle is red, so no.").
 YES_NO_ANSWERS = ("verdict", "fact-first")
 # How the clip-attribute head reads a shape's colour and motion and a colour's shape from the soft
-# tokens: "linear" read-outs, or "words": cosines with the LLM's embeddings of the answer words
-# (train/clip_attributes.py).
-CLIP_ATTRIBUTE_READOUTS = ("linear", "words")
+# tokens: "linear" read-outs, or "words": cosines with the LLM's embeddings of the answer words;
+# "words+time" also asks each shape " start"/" later" and " stays"/" leaves" (train/clip_attributes.py).
+CLIP_ATTRIBUTE_READOUTS = ("linear", "words", "words+time")
 
 
 @dataclass

@@ -226,8 +226,9 @@ def _clip_attribute_head(model, spec: StageSpec, scenes: list | None,
     # The head starts from the stage's seed whatever ran before, and the recipe's random stream
     # goes on as if it had not been built.
     words = None
-    if spec.clip_attribute_readout == "words":
-        words = clip_attributes.answer_words(model.tokenizer, model.llm.get_input_embeddings().weight)
+    if spec.clip_attribute_readout != "linear":
+        words = clip_attributes.answer_words(model.tokenizer, model.llm.get_input_embeddings().weight,
+                                             time=spec.clip_attribute_readout == "words+time")
     with torch.random.fork_rng():
         torch.manual_seed(spec.train.seed)
         head = clip_attributes.ClipAttributeHead(model.video_proj.out_features, words=words)

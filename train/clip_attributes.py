@@ -161,12 +161,11 @@ class ClipAttributeHead(nn.Module):
         ``time_words``, the start/later and stays/leaves word questions)."""
         t = {k: v.to(tokens.device) for k, v in self.targets(scenes).items()}
         by_shape, by_colour, count = self(tokens)
+        pieces = []
         if self.time_words:
             later = torch.where(t["appear"] == IGNORE, IGNORE, (t["appear"] > 0).long())
             pieces = [(by_shape[..., -4:-2], later), (by_shape[..., -2:], t["leaves"])]
             by_shape = by_shape[..., :self.SHAPE_OUT]
-        else:
-            pieces = []
         C, M, A = len(COLOURS), len(MOTIONS), len(APPEAR_CLASSES)
         present = torch.cat([by_shape[..., 0], by_colour[..., 0]], dim=1)  # (B, S+C)
         total = F.binary_cross_entropy_with_logits(present, t["present"]) + F.cross_entropy(count, t["count"])

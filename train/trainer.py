@@ -208,16 +208,8 @@ def run(
     optimizer = torch.optim.AdamW(param_groups(params, cfg.weight_decay, cfg.lr_scale), lr=cfg.warmup_lr,
                                   betas=(cfg.beta1, cfg.beta2))
     optimizer = acc.prepare(optimizer)  # handles the fp16 loss scaler
-    step = 0
     state_path = out_dir / STATE_FILE
-    if resume and state_path.exists():
-        state = load_training_state(state_path)
-        _restore_params(params, state["params"], state_path)
-        optimizer.load_state_dict(state["optimizer"])
-        if acc.scaler is not None and "scaler" in state:  # a file from before fp16 state was kept has none
-            acc.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        step = int(state["step"])
+    step = _resume(state_path, params, optimizer, acc) if resume and state_path.exists() else 0
     start = step
     losses: list[float] = []
     bar = _progress(name, start, cfg.max_steps, show_progress and acc.is_main_process)
@@ -227,19 +219,7 @@ def run(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        loss_sum, n_step = 0.0, 0
-        for micro in range(cfg.grad_accum):
-            batch = batch_fn(step * cfg.grad_accum + micro, acc.process_index, acc.num_processes)
-            with acc.autocast():
-                loss, n = loss_fn(batch)
-            acc.backward(loss / cfg.grad_accum)
-            loss_sum += float(loss.detach()) / cfg.grad_accum
-            n_step += n
-        _average_gradients(acc, tensors)
-        if cfg.max_grad_norm > 0:
-            acc.clip_grad_norm_(tensors, cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss_sum, n_step = _optimizer_step(step, loss_fn, batch_fn, cfg, optimizer, acc, tensors)
         step += 1
         losses.append(loss_sum)
         n_log += n_step * acc.num_processes
@@ -248,7 +228,8 @@ def run(
             bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}")
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             now = time.perf_counter()
-            row = {"stage": name, "step": step, "loss": sum(losses[-cfg.log_every:]) / len(losses[-cfg.log_every:]),
+            recent = losses[-cfg.log_every:]
+            row = {"stage": name, "step": step, "loss": sum(recent) / len(recent),
                    "lr": lr, "samples_per_s": n_log / max(now - t_log, 1e-9), "time": time.time()}
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.1e}", sps=f"{row['samples_per_s']:.1f}")
@@ -261,6 +242,36 @@ def run(
     if bar is not None:
         bar.close()
     return StageResult(losses=losses, start_step=start, end_step=step)
+
+
+def _resume(state_path: Path, params: list[tuple[str, nn.Parameter]], optimizer, acc) -> int:
+    """Restore parameters, optimizer, loss scaler and RNG from ``state_path``; return its step."""
+    state = load_training_state(state_path)
+    _restore_params(params, state["params"], state_path)
+    optimizer.load_state_dict(state["optimizer"])
+    if acc.scaler is not None and "scaler" in state:  # a file from before fp16 state was kept has none
+        acc.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def _optimizer_step(step: int, loss_fn, batch_fn, cfg: TrainConfig, optimizer, acc,
+                    tensors: list[nn.Parameter]) -> tuple[float, int]:
+    """Accumulate ``cfg.grad_accum`` micro-batches and take one step; return (mean loss, samples)."""
+    loss_sum, n_step = 0.0, 0
+    for micro in range(cfg.grad_accum):
+        batch = batch_fn(step * cfg.grad_accum + micro, acc.process_index, acc.num_processes)
+        with acc.autocast():
+            loss, n = loss_fn(batch)
+        acc.backward(loss / cfg.grad_accum)
+        loss_sum += float(loss.detach()) / cfg.grad_accum
+        n_step += n
+    _average_gradients(acc, tensors)
+    if cfg.max_grad_norm > 0:
+        acc.clip_grad_norm_(tensors, cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, n_step
 
 
 def _restore_params(params: list[tuple[str, nn.Parameter]], saved: dict[str, torch.Tensor],

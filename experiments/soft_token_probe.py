@@ -14,8 +14,8 @@ on two token sets of each clip, side by side:
   projected tokens.
 
 Questions are about the whole clip, as the eval's open questions are: the colour of a named shape,
-the shape of a named colour, how many shapes, how a named shape moves, and the sound's pitch and
-pattern. A row high on both sets and low in the eval means the LLM does not read what the soft
+the shape of a named colour, how many shapes, how a named shape moves, whether a named shape is
+there from the start or appears later, and the sound's pitch and pattern. A row high on both sets and low in the eval means the LLM does not read what the soft
 tokens hold (train stage 2 differently); a row that drops from frozen to soft tokens means the
 Q-Former loses it (train stage 1 differently, or widen the Q-Former).
 """
@@ -34,9 +34,10 @@ from train.world.scene import COLOURS, MOTIONS, SHAPES
 VIDEO_ROWS = ("colour of a named shape", "shape of a named colour", "count", "motion of a named shape")
 AUDIO_ROWS = ("pitch (audio)", "pattern (audio)")  # train.probe's rows and questions
 POSITION_ROW = "position (x, y bin of a shape)"  # train.probe's per-frame question
+APPEAR_ROW = "start or later, a named shape"  # the eval's "When does X appear: at the start or later?"
 CHANCE = {"colour of a named shape": 1 / len(COLOURS), "shape of a named colour": 1 / len(SHAPES),
           "count": 1 / 3, "motion of a named shape": 1 / len(MOTIONS),
-          **{r: ROWS[r][1] for r in (*AUDIO_ROWS, POSITION_ROW)}}
+          APPEAR_ROW: 1 / 2, **{r: ROWS[r][1] for r in (*AUDIO_ROWS, POSITION_ROW)}}
 
 
 def clip_video_items(scenes) -> list[Item]:
@@ -53,6 +54,17 @@ def clip_video_items(scenes) -> list[Item]:
                 items.append(Item(c, 0, 3, SHAPES.index(s.shape), MOTIONS.index(s.motion), VIDEO_ROWS[3]))
             if colours.count(s.colour) == 1:
                 items.append(Item(c, 0, 1, COLOURS.index(s.colour), SHAPES.index(s.shape), VIDEO_ROWS[1]))
+    return items
+
+
+def appear_items(scenes) -> list[Item]:
+    """Whether a shape (named, so unique in its clip) is visible from the first frame (0) or appears later (1)."""
+    items = []
+    for c, scene in enumerate(scenes):
+        shapes = [s.shape for s in scene.shapes]
+        for s in scene.shapes:
+            if shapes.count(s.shape) == 1:
+                items.append(Item(c, 0, 0, SHAPES.index(s.shape), int(s.appear > 0), APPEAR_ROW))
     return items
 
 
@@ -116,17 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     # Motion is a change of position: first whether one frame's features say where a shape is.
     where = [it for it in video_items(pool.frame_objs) if it.row == POSITION_ROW]
     position = accuracy(feats["video"].float(), where, len(VIDEO_KINDS), train_clips, args.steps)
+    # Appear time gets a probe of its own, so the other rows fit exactly as before it was added.
+    timing = appear_items(pool.scenes)
+    frames = with_frame_index(feats["video"].float())
     table = {
-        "frozen": {**accuracy(with_frame_index(feats["video"].float()), v_items, 4, train_clips, args.steps),
+        "frozen": {**accuracy(frames, v_items, 4, train_clips, args.steps),
+                   **accuracy(frames, timing, 1, train_clips, args.steps),
                    **accuracy(feats["audio"].float()[:, None], a_items, 2, train_clips, args.steps)},
         "soft tokens": {**accuracy(video_soft, v_items, 4, train_clips, args.steps),
+                        **accuracy(video_soft, timing, 1, train_clips, args.steps),
                         **accuracy(audio_soft, a_items, 2, train_clips, args.steps)},
     }
     rounded = f", soft tokens rounded to {args.round_to}" if args.round_to else ""
     print(f"soft-token probe of {args.model}{rounded}: {args.clips} held-out clips (seed {PROBE_SEED}), "
           f"probes fitted on {train_clips} for {args.steps} steps, {time.time() - t0:.0f} s")
     print(f"  {'question':32s} {'frozen':>8s} {'soft tokens':>12s} {'n':>5s} {'chance':>7s}")
-    for row in VIDEO_ROWS + AUDIO_ROWS:
+    for row in (*VIDEO_ROWS, APPEAR_ROW, *AUDIO_ROWS):
         if row in table["frozen"]:
             (fa, n), (sa, _) = table["frozen"][row], table["soft tokens"][row]
             print(f"  {row:32s} {fa:8.3f} {sa:12.3f} {n:5d} {CHANCE[row]:7.2f}")

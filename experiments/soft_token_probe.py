@@ -15,9 +15,10 @@ on two token sets of each clip, side by side:
 
 Questions are about the whole clip, as the eval's open questions are: the colour of a named shape,
 the shape of a named colour, how many shapes, how a named shape moves, whether a named shape is
-there from the start or appears later, and the sound's pitch and pattern. A row high on both sets and low in the eval means the LLM does not read what the soft
-tokens hold (train stage 2 differently); a row that drops from frozen to soft tokens means the
-Q-Former loses it (train stage 1 differently, or widen the Q-Former).
+there from the start or appears later, and the sound's pitch and pattern. A row high on both sets
+and low in the eval means the LLM does not read what the soft tokens hold (train stage 2
+differently); a row that drops from frozen to soft tokens means the Q-Former loses it (train
+stage 1 differently, or widen the Q-Former).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def clip_video_items(scenes) -> list[Item]:
 
 
 def appear_items(scenes) -> list[Item]:
-    """Whether a shape (named, so unique in its clip) is visible from the first frame (0) or appears later (1)."""
+    """Whether a shape (named, so unique in its clip) is visible from the first frame (0) or
+    appears later (1)."""
     items = []
     for c, scene in enumerate(scenes):
         shapes = [s.shape for s in scene.shapes]

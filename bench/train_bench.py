@@ -118,7 +118,8 @@ def compare_turns(model, cfg, args) -> None:
     ways = {}
     for turns in (int(t) for t in args.turns.split(",")):
         examples = instruct_examples(pool, model.tokenizer, cfg, turns, no_sound_share=stage2.no_sound_share,
-                                     image_share=stage2.image_share, yes_no_answers=stage2.yes_no_answers)
+                                     image_share=stage2.image_share, yes_no_answers=stage2.yes_no_answers,
+                                     open_answers=stage2.open_answers)
         ways[turns] = (examples, length_buckets(examples, prefix_groups(examples), 4 * args.batch))
     steps = timed_steps(model, ways, feats, args)
     times = {turns: [t for t, _ in runs] for turns, runs in steps.items()}

@@ -128,7 +128,8 @@ def run_variant(width: int, queries: int, lr_scale: dict[str, float], centre: fl
               for s in specs)
     ex1 = caption_examples(pool, tok, image_share=s1.image_share)
     ex2 = instruct_examples(pool, tok, cfg, s2.max_turns, yes_no_answers=s2.yes_no_answers,
-                            no_sound_share=s2.no_sound_share, image_share=s2.image_share)
+                            no_sound_share=s2.no_sound_share, image_share=s2.image_share,
+                            open_answers=s2.open_answers)
     run_lm_stage(model, ex1, feats, s1, out, acc, False)
     run_lm_stage(model, ex2, feats, s2, out, acc, False)
     return {**clip_dependence(model, feats), "answer loss": answer_loss(model, ex2, feats)}

@@ -39,9 +39,10 @@ SEEDS = {"training clips": toy_world().world["seed"], "new clips": 7}  # the rec
 def exact_answers(model, seed: int, clips: int) -> dict[tuple[str, str], list[bool]]:
     pool = render_pool(model.config, clips, seed)
     feats = {k: v.float() for k, v in precompute(model, pool).items()}
-    # Yes/no answers in the form the recipe's stage 2 teaches ("The circle is red, so no.").
-    answers = toy_world().stages[2].yes_no_answers
-    examples = [ex for ex in instruct_examples(pool, model.tokenizer, model.config, max_turns=1, yes_no_answers=answers)
+    # Answers in the forms the recipe's stage 2 teaches ("The circle is red, so no.").
+    spec = toy_world().stages[2]
+    examples = [ex for ex in instruct_examples(pool, model.tokenizer, model.config, max_turns=1,
+                                               yes_no_answers=spec.yes_no_answers, open_answers=spec.open_answers)
                 if ex.meta["skill"] != "description"]
     embed = model.llm.get_input_embeddings()
     right = defaultdict(list)

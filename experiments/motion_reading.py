@@ -98,7 +98,7 @@ def train_arm(folder: str, arm: str, pool, feats: dict[str, torch.Tensor], steps
                                train=dataclasses.replace(recipe.stages[2].train, max_steps=steps,
                                                          save_every=steps, log_every=10))
     examples = instruct_examples(pool, model.tokenizer, model.config, spec.max_turns,
-                                 yes_no_answers=spec.yes_no_answers)
+                                 yes_no_answers=spec.yes_no_answers, open_answers=spec.open_answers)
     n_lora = sum(p.numel() for _, p in lora.adapter_parameters(model.llm, model.llm_adapter))
     print(f"{arm}: {len(examples)} motion conversations on {len(pool.scenes)} clips, {steps} steps of "
           f"{spec.train.batch_size}, LoRA parameters {n_lora:,}", flush=True)

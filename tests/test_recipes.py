@@ -95,6 +95,7 @@ def test_recipe_settings_from_the_command_line_are_typed_by_their_fields():
     ("stage2.lr=fast", "lr takes a number, not 'fast'"),
     ("max_steps=1.5", "max_steps takes an integer, not '1.5'"),
     ("stage2.yes_no_answers=maybe", "stage2.yes_no_answers must be one of verdict, fact-first"),
+    ("stage2.open_answers=long", "stage2.open_answers must be one of short, sentence"),
     ("image_share=2", "is a share between 0 and 1, not 2.0"),
     ("model.vision.colour=3", "unknown model setting 'colour'; VisionConfig has"),
     ("model.vision=3", "model.vision is a section"),
@@ -386,14 +387,16 @@ def _world_pool(n: int):
     return SimpleNamespace(qas=qas)
 
 
-@pytest.mark.parametrize("max_turns,yes_no", [(1, "verdict"), (4, "verdict"), (4, "fact-first")])
-def test_packed_instruction_examples_ask_every_short_question_once(max_turns, yes_no):
+@pytest.mark.parametrize("max_turns,yes_no,open_form", [(1, "verdict", "short"), (4, "verdict", "short"),
+                                                       (4, "fact-first", "short"), (4, "fact-first", "sentence")])
+def test_packed_instruction_examples_ask_every_short_question_once(max_turns, yes_no, open_form):
     from train.toy_pipeline import instruct_examples
 
     model = tiny_model(with_llm=False)
     tok = model.tokenizer
     pool = _world_pool(6)
-    examples = instruct_examples(pool, tok, model.config, max_turns=max_turns, seed=1, yes_no_answers=yes_no)
+    examples = instruct_examples(pool, tok, model.config, max_turns=max_turns, seed=1, yes_no_answers=yes_no,
+                                 open_answers=open_form)
     answers: dict[int, list[str]] = {}
     for ex in examples:
         media = [p for p in ex.pieces if isinstance(p, str)]
@@ -402,9 +405,11 @@ def test_packed_instruction_examples_ask_every_short_question_once(max_turns, ye
         assert 1 <= len(turns) == ex.meta["turns"] <= max_turns
         answers.setdefault(ex.clip, []).extend(turns)
     for clip, qas in enumerate(pool.qas):
-        # Open questions teach the short answer; yes/no ones "Yes."/"No." or the fact, then the verdict.
-        want = sorted(qa.full if qa.kind == "yes_no" and yes_no == "fact-first"
-                      else qa.answer[:1].upper() + qa.answer[1:] + "." for qa in qas if qa.skill != "description")
+        # Open questions teach the short answer or the whole sentence; yes/no ones "Yes."/"No." or the
+        # fact, then the verdict.
+        whole = {"yes_no": yes_no == "fact-first", "open": open_form == "sentence"}
+        want = sorted(qa.full if whole[qa.kind] else qa.answer[:1].upper() + qa.answer[1:] + "."
+                      for qa in qas if qa.skill != "description")
         assert all(qa.full.endswith(f", so {qa.answer}.") for qa in qas if qa.kind == "yes_no")
         descriptions = {qa.answer for qa in qas if qa.skill == "description"}
         got = sorted(text for text in (a.split("<")[0].split("</s>")[0].strip() for a in answers[clip])
@@ -415,6 +420,8 @@ def test_packed_instruction_examples_ask_every_short_question_once(max_turns, ye
         assert len(examples) < len(instruct_examples(pool, tok, model.config, max_turns=1))
     with pytest.raises(ValueError, match="yes_no_answers"):
         instruct_examples(pool, tok, model.config, yes_no_answers="fact")
+    with pytest.raises(ValueError, match="open_answers"):
+        instruct_examples(pool, tok, model.config, open_answers="long")
 
 
 @torch.no_grad()

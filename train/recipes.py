@@ -28,6 +28,9 @@ OBJECTIVES = ("contrastive", "caption", "instruct")
 # How toy-world stage 2 teaches yes/no answers: "verdict" is the short "Yes."/"No."; "fact-first" (the
 # toy-world recipe) states what the clip shows, then the verdict ("The circle is red, so no.").
 YES_NO_ANSWERS = ("verdict", "fact-first")
+# How toy-world stage 2 answers open questions: "short" ("Down.") or "sentence", the fact whole
+# ("The star moves down."), so the answer word follows the named shape it is bound to.
+OPEN_ANSWERS = ("short", "sentence")
 # How the clip-attribute head reads a shape's colour and motion and a colour's shape from the soft
 # tokens: "linear" read-outs, or "words": cosines with the LLM's embeddings of the answer words;
 # "words+time" also asks each shape " start"/" later" and " stays"/" leaves" (train/clip_attributes.py).
@@ -48,6 +51,7 @@ class StageSpec:
     audio_from: str = "audio"  # "audio": real fbank clips; "vision": frames, the paper's AL trick
     max_turns: int = 1  # toy-world stage 2: questions about one clip packed into a conversation
     yes_no_answers: str = "verdict"  # toy-world stage 2: one of YES_NO_ANSWERS
+    open_answers: str = "short"  # toy-world stage 2: one of OPEN_ANSWERS
     no_sound_share: float = 0.0  # toy-world stage 2: share of conversations about the video without its sound
     image_share: float = 0.0  # toy-world stages 1 and 2: share of clips that also give one frame as an image
     caption_weight: float = 0.0  # toy-world stage 0: weight of the frame-caption generation loss
@@ -67,6 +71,9 @@ class StageSpec:
         if self.yes_no_answers not in YES_NO_ANSWERS:
             raise ValueError(f"{self.name}.yes_no_answers must be one of {', '.join(YES_NO_ANSWERS)}, "
                              f"not {self.yes_no_answers!r}")
+        if self.open_answers not in OPEN_ANSWERS:
+            raise ValueError(f"{self.name}.open_answers must be one of {', '.join(OPEN_ANSWERS)}, "
+                             f"not {self.open_answers!r}")
         if self.clip_attribute_readout not in CLIP_ATTRIBUTE_READOUTS:
             raise ValueError(f"{self.name}.clip_attribute_readout must be one of "
                              f"{', '.join(CLIP_ATTRIBUTE_READOUTS)}, not {self.clip_attribute_readout!r}")

@@ -20,7 +20,7 @@ from model.media.common import normalise
 from model.video_llama import build_model
 from model.vision import sincos_2d
 from train import al_toy, clip_attributes, llm_lora, stage0, stages
-from train.recipes import YES_NO_ANSWERS, Recipe, StageSpec
+from train.recipes import OPEN_ANSWERS, YES_NO_ANSWERS, Recipe, StageSpec
 from train.trainer import STATE_FILE, batch_generator, load_training_state, make_accelerator, run
 from train.world.pool import POSITION_BINS, Pool, corrupt_objects, describe_objects, precompute, render_pool
 from train.world.qa import SOUND_SKILLS, frame_scene, image_caption, image_qa
@@ -361,7 +361,8 @@ def run_toy_world(recipe: Recipe, out: Path, resume: bool = False, llm_precision
                                  audio_captions=al_toy.audio_captions(pool, spec1))[:limit]
     run_lm_stage(model, examples1, feats1, spec1, out, acc, resume, recipe, pool.scenes)
     examples2 = instruct_examples(pool, model.tokenizer, cfg, spec2.max_turns, yes_no_answers=spec2.yes_no_answers,
-                                  no_sound_share=spec2.no_sound_share, image_share=spec2.image_share)[:limit]
+                                  no_sound_share=spec2.no_sound_share, image_share=spec2.image_share,
+                                  open_answers=spec2.open_answers)[:limit]
     run_lm_stage(model, examples2, feats2, spec2, out, acc, resume, recipe, pool.scenes)
     final = out / "final"
     if acc.is_main_process:
@@ -397,7 +398,7 @@ def image_frame(pool: Pool, clip: int, rng: np.random.Generator) -> int | None:
 
 
 def _image_conversations(pool: Pool, tokenizer, cfg: VideoLlamaConfig, clip: int, rng: np.random.Generator,
-                         max_turns: int, yes_no_answers: str) -> list[stages.Example]:
+                         max_turns: int, yes_no_answers: str, open_answers: str = "short") -> list[stages.Example]:
     """Colour, shape and count questions about one frame of ``clip`` given as a still image,
     packed into conversations; its description, a longer answer, in a conversation of its own."""
     k = image_frame(pool, clip, rng)
@@ -406,7 +407,8 @@ def _image_conversations(pool: Pool, tokenizer, cfg: VideoLlamaConfig, clip: int
     qas = image_qa(frame_scene(pool.scenes[clip], pool.frame_times[clip][k]), rng)
     short = [qa for qa in qas if qa.skill != "description"]
     groups = [[qa] for qa in qas if qa.skill == "description"] + list(_packed(short, rng, max_turns))
-    return [_conversation(tokenizer, cfg, clip, group, yes_no_answers, frame=k) for group in groups]
+    return [_conversation(tokenizer, cfg, clip, group, yes_no_answers, frame=k, open_answers=open_answers)
+            for group in groups]
 
 
 def _packed(qas: list, rng: np.random.Generator, max_turns: int):
@@ -422,7 +424,7 @@ def _packed(qas: list, rng: np.random.Generator, max_turns: int):
 
 def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: int = 1, seed: int = 0,
                       yes_no_answers: str = "verdict", no_sound_share: float = 0.0,
-                      image_share: float = 0.0) -> list[stages.Example]:
+                      image_share: float = 0.0, open_answers: str = "short") -> list[stages.Example]:
     """Stage 2: the questions of every clip in the chat prompt inference uses.
 
     ``max_turns`` > 1 packs a clip's short questions into conversations of 1 to ``max_turns``
@@ -430,7 +432,7 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
     tokens and the long media message then serve several answers: on CPU, where the LLM
     forward is the whole cost, that is about three times the answers per second for the
     same steps. Long description answers stay single-turn. ``yes_no_answers`` is one of
-    ``train.recipes.YES_NO_ANSWERS``.
+    ``train.recipes.YES_NO_ANSWERS``, ``open_answers`` one of ``train.recipes.OPEN_ANSWERS``.
 
     ``no_sound_share``: that share of the conversations show the video as a file without a
     sound track (video tokens only, the original's frame-time message), as the chat engine
@@ -443,20 +445,23 @@ def instruct_examples(pool: Pool, tokenizer, cfg: VideoLlamaConfig, max_turns: i
     """
     if yes_no_answers not in YES_NO_ANSWERS:
         raise ValueError(f"yes_no_answers must be one of {YES_NO_ANSWERS}, not {yes_no_answers!r}")
+    if open_answers not in OPEN_ANSWERS:
+        raise ValueError(f"open_answers must be one of {OPEN_ANSWERS}, not {open_answers!r}")
     rng = np.random.default_rng(seed)
     image_rng = np.random.default_rng([seed, 1])
     out = []
     for i, qas in enumerate(pool.qas):
         if image_share and image_rng.random() < image_share:
-            out += _image_conversations(pool, tokenizer, cfg, i, image_rng, max_turns, yes_no_answers)
+            out += _image_conversations(pool, tokenizer, cfg, i, image_rng, max_turns, yes_no_answers, open_answers)
         frame_times = pool.frame_times[i] if no_sound_share else None
-        out += clip_conversations(tokenizer, cfg, i, qas, rng, max_turns, yes_no_answers, no_sound_share, frame_times)
+        out += clip_conversations(tokenizer, cfg, i, qas, rng, max_turns, yes_no_answers, no_sound_share, frame_times,
+                                  open_answers)
     return out
 
 
 def clip_conversations(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, rng: np.random.Generator,
                        max_turns: int = 1, yes_no_answers: str = "verdict", no_sound_share: float = 0.0,
-                       frame_times: list[float] | None = None) -> list[stages.Example]:
+                       frame_times: list[float] | None = None, open_answers: str = "short") -> list[stages.Example]:
     """Stage-2 conversations about one clip's questions (``instruct_examples`` without the still
     images); ``frame_times`` (the clip's sampled frame times) is needed when ``no_sound_share`` > 0."""
     out = []
@@ -464,7 +469,7 @@ def clip_conversations(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, r
     for qa in qas:
         if qa.skill == "description":
             if clip % 3 == 0:  # long answers, not a scored skill: keep a third of them
-                out.append(_conversation(tokenizer, cfg, clip, [qa], yes_no_answers))
+                out.append(_conversation(tokenizer, cfg, clip, [qa], yes_no_answers, open_answers=open_answers))
         else:
             short.append(qa)
     for turn_qas in _packed(short, rng, max_turns):
@@ -474,29 +479,33 @@ def clip_conversations(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, r
             heard = [qa for qa in turn_qas if qa.skill in SOUND_SKILLS]
             if seen:
                 message = frame_message(frame_times)
-                out.append(_conversation(tokenizer, cfg, clip, seen, yes_no_answers, frame_message=message))
+                out.append(_conversation(tokenizer, cfg, clip, seen, yes_no_answers, frame_message=message,
+                                         open_answers=open_answers))
                 turn_qas = heard
         if turn_qas:
-            out.append(_conversation(tokenizer, cfg, clip, turn_qas, yes_no_answers))
+            out.append(_conversation(tokenizer, cfg, clip, turn_qas, yes_no_answers, open_answers=open_answers))
     return out
 
 
-def _target(qa, yes_no_answers: str) -> str:
+def _target(qa, yes_no_answers: str, open_answers: str = "short") -> str:
     """What the model learns to answer: the short answer ("Red.", "No."), or for a yes/no
-    question with "fact-first" the fact then the verdict ("The circle is red, so no.");
-    a description whole."""
+    question with "fact-first" the fact then the verdict ("The circle is red, so no."), for an
+    open question with "sentence" the whole fact ("The circle is red."); a description whole."""
     if qa.skill == "description":
         return qa.answer
     if qa.kind == "yes_no" and yes_no_answers == "fact-first":
+        return qa.full
+    if qa.kind == "open" and open_answers == "sentence":
         return qa.full
     return qa.answer[:1].upper() + qa.answer[1:] + "."
 
 
 def _conversation(tokenizer, cfg: VideoLlamaConfig, clip: int, qas: list, yes_no_answers: str,
-                  frame_message: str | None = None, frame: int | None = None) -> stages.Example:
+                  frame_message: str | None = None, frame: int | None = None,
+                  open_answers: str = "short") -> stages.Example:
     """One conversation about ``clip``; with a ``frame_message``, about the video without its
     sound; with a ``frame``, about that frame as a still image."""
-    turns = [(qa.question, _target(qa, yes_no_answers)) for qa in qas]
+    turns = [(qa.question, _target(qa, yes_no_answers, open_answers)) for qa in qas]
     if frame is not None:
         pieces, sup = stages.conversation_example(tokenizer, cfg.llm.template, turns, kind="image",
                                                   with_audio=False, slot_names={"video": "image"})

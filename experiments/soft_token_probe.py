@@ -91,7 +91,7 @@ def accuracy(tokens: torch.Tensor, items: list[Item], kinds: int, train_clips: i
     """Held-out accuracy and count per row, and per expected motion ("motion: up", ...)."""
     # Normalise each token set's scale so one learning rate suits both token sets.
     tokens = tokens / tokens.float().pow(2).mean().sqrt().clamp_min(1e-6)
-    right = fit_probe(tokens, items, kinds, train_clips, steps)
+    right = fit_probe(tokens, items, kinds, torch.arange(tokens.shape[0]) >= train_clips, steps)
     held = [it for it in items if it.clip >= train_clips]
     rows: dict[str, list[bool]] = {}
     for it, ok in zip(held, right.tolist(), strict=True):

@@ -51,3 +51,39 @@ def test_features_that_hold_the_answer_pass_and_noise_does_not():
     noise = probe.probe_features(None, torch.randn(200, 4, 16), None, scenes, steps=150)
     assert all(r.ok for r in good)
     assert not any(r.ok for r in noise)
+
+
+def test_folds_hold_out_every_clip_exactly_once_in_contiguous_blocks():
+    masks = probe.fold_masks(12, 5)
+    assert len(masks) == 5
+    counts = torch.stack(masks).sum(0)
+    assert counts.tolist() == [1] * 12  # each clip scored once
+    for m in masks:
+        idx = m.nonzero()[:, 0]
+        assert len(idx) >= 2 and (idx.diff() == 1).all()
+    (single,) = probe.holdout_mask(10)
+    assert single.nonzero()[:, 0].tolist() == [8, 9]
+
+
+def test_cross_validation_scores_every_clips_questions_and_one_split_a_fifth():
+    """5-fold: the held-out count is every question of the branch; one split: those of the last 20%."""
+    beep = SoundSegment(0.0, 4.0, "beeping", "high", 1000.0, 1000.0)
+    scenes = [SimpleNamespace(sounds=[beep]) for _ in range(50)]
+    audio = torch.randn(50, 4, 8)
+    rows = {r.name: r.n for r in probe.probe_features(None, audio, None, scenes, steps=2)}
+    assert rows == {"pitch (audio)": 50, "pattern (audio)": 50}
+    single = {r.name: r.n for r in probe.probe_features(None, audio, None, scenes, steps=2,
+                                                        held=probe.holdout_mask(50))}
+    assert single == {"pitch (audio)": 10, "pattern (audio)": 10}
+
+
+def test_probe_spread_table_reports_max_minus_min_per_protocol():
+    from bench.probe_spread import format_spread, spreads
+
+    def rows(acc):
+        return [probe.ProbeRow("shape (one shape)", acc, 263, 0.95, 0.25)]
+
+    single, folds = spreads([rows(0.977), rows(0.947)]), spreads([rows(0.96), rows(0.965)])
+    line = next(ln for ln in format_spread(single, folds).splitlines() if "shape (one shape)" in ln)
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[2:4] == ["0.977 0.947", "0.030"] and cells[5:7] == ["0.960 0.965", "0.005"]

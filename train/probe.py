@@ -3,10 +3,11 @@
     python -m train.probe [--model checkpoints/toy-world] [--clips 400] [--steps 400]
 
 Renders held-out toy-world clips (a seed no recipe trains on), encodes them with the frozen
-encoders (the features stages 1 and 2 train on), and fits small attention probes on 80% of
-the clips: a learned question query ("colour of the triangle", "count", "pitch") attends over
-one frame's image-query tokens (video) or one clip's window embeddings (audio), and a linear
-read-out answers. Held-out accuracy per attribute is compared with what the LLM stages need:
+encoders (the features stages 1 and 2 train on), and fits small attention probes by 5-fold
+cross-validation (each clip scored once, by a probe trained on the other 80%): a learned question
+query ("colour of the triangle", "count", "pitch") attends over one frame's image-query tokens
+(video) or one clip's window embeddings (audio), and a linear read-out answers.
+Held-out accuracy per attribute is compared with what the LLM stages need:
 
 ================================  =========  ======
 attribute                         threshold  chance
@@ -56,6 +57,10 @@ ROWS = {
 }
 VIDEO_KINDS = ("colour of shape", "shape of colour", "count", "x of shape", "y of shape")
 AUDIO_KINDS = ("pitch", "pattern")
+# Cross-validation folds: one 80/20 split scored 80 clips, and its shape row moved by 0.03 between
+# fits (400 or 800 steps), as much as a stage 0 gains; five folds score every clip, each by a
+# probe that never saw it (bench/probe_spread.py prints both protocols' spread over seeds).
+FOLDS = 5
 
 
 @dataclass
@@ -139,11 +144,12 @@ class AttentionProbe(nn.Module):
         return self.out(pooled[:, 0] + q[:, 0])  # (B, answers)
 
 
-def fit_probe(tokens: torch.Tensor, items: list[Item], kinds: int, train_clips: int, steps: int,
+def fit_probe(tokens: torch.Tensor, items: list[Item], kinds: int, held: torch.Tensor, steps: int,
               seed: int = 0, batch: int = 512) -> torch.Tensor:
-    """Train on the items of clips < ``train_clips``; return right/wrong (bool) per held-out item.
+    """Train on the items of the clips not in ``held``; return right/wrong (bool) per held-out item,
+    in the order of ``items``.
 
-    ``tokens``: (clips, frames, Q, W) for video or (clips, 1, Q, W) for audio.
+    ``tokens``: (clips, frames, Q, W) for video or (clips, 1, Q, W) for audio; ``held``: (clips,) bool.
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -151,10 +157,10 @@ def fit_probe(tokens: torch.Tensor, items: list[Item], kinds: int, train_clips: 
     x = tokens[clip, torch.tensor([it.frame for it in items])].float()  # (items, Q, W)
     question = torch.tensor([it.kind * MAX_VALUES + it.value for it in items])
     answer = torch.tensor([it.answer for it in items])
-    is_train = clip < train_clips
+    is_held = held[clip]
     probe = AttentionProbe(x.shape[-1], kinds)
     opt = torch.optim.AdamW(probe.parameters(), lr=3e-3, weight_decay=1e-4)
-    rows = is_train.nonzero()[:, 0]
+    rows = (~is_held).nonzero()[:, 0]
     for _ in range(steps):
         pick = rows[torch.randint(len(rows), (min(batch, len(rows)),), generator=g)]
         loss = F.cross_entropy(probe(x[pick], question[pick]), answer[pick])
@@ -163,28 +169,43 @@ def fit_probe(tokens: torch.Tensor, items: list[Item], kinds: int, train_clips: 
         opt.step()
     probe.eval()
     with torch.no_grad():
-        return probe(x[~is_train], question[~is_train]).argmax(-1) == answer[~is_train]
+        return probe(x[is_held], question[is_held]).argmax(-1) == answer[is_held]
+
+
+def fold_masks(n_clips: int, folds: int = FOLDS) -> list[torch.Tensor]:
+    """``folds`` contiguous blocks of clips, each held out once: every clip is scored, by a probe
+    that never trained on it."""
+    block = torch.arange(n_clips) * folds // n_clips  # (clips,) fold index
+    return [block == k for k in range(folds)]
+
+
+def holdout_mask(n_clips: int, train_share: float = 0.8) -> list[torch.Tensor]:
+    """One split: the last ``1 - train_share`` of the clips held out (the probe before cross-validation)."""
+    return [torch.arange(n_clips) >= int(train_share * n_clips)]
 
 
 def probe_features(video: torch.Tensor | None, audio: torch.Tensor | None, frame_objs, scenes, steps: int,
-                   train_share: float = 0.8, seed: int = 0) -> list[ProbeRow]:
-    """Probe accuracy per row of ``ROWS`` on held-out clips.
+                   held: list[torch.Tensor] | None = None, seed: int = 0) -> list[ProbeRow]:
+    """Probe accuracy per row of ``ROWS`` over the held-out clips of every split in ``held``
+    (default ``fold_masks``: each clip once).
 
     ``video``: (N, T, Qi, H) frozen frame features; ``audio``: (N, C, E) clip-window embeddings
     (either may be None for a model without that branch). Rows without a held-out question are left out.
     """
-    n_clips = len(scenes)
-    train_clips = int(train_share * n_clips)
+    splits = fold_masks(len(scenes)) if held is None else held
     results: dict[str, list[bool]] = {name: [] for name in ROWS}
     for tokens, items, kinds in ((video, video_items(frame_objs) if video is not None else [], len(VIDEO_KINDS)),
                                  (audio[:, None] if audio is not None else None,
                                   audio_items(scenes) if audio is not None else [], len(AUDIO_KINDS))):
         if tokens is None or not items:
             continue
-        right = fit_probe(tokens, items, kinds, train_clips, steps, seed)
-        held = [it for it in items if it.clip >= train_clips]
-        for it, ok in zip(held, right.tolist(), strict=True):
-            results[it.row].append(ok)
+        for mask in splits:
+            held_items = [it for it in items if mask[it.clip]]
+            if not held_items or len(held_items) == len(items):
+                continue  # nothing to score, or nothing to train on
+            right = fit_probe(tokens, items, kinds, mask, steps, seed)
+            for it, ok in zip(held_items, right.tolist(), strict=True):
+                results[it.row].append(ok)
     return [ProbeRow(name, sum(v) / len(v), len(v), *ROWS[name]) for name, v in results.items() if v]
 
 
@@ -208,6 +229,12 @@ def save_report(rows: list[ProbeRow], folder: Path, header: str = "") -> None:
     (folder / "probe.txt").write_text((header + "\n" if header else "") + format_table(rows) + "\n")
 
 
+def describe(clips: int, steps: int, seconds: float, folds: int = FOLDS) -> str:
+    """The table's header line: what was probed and how."""
+    return (f"{clips} held-out clips (seed {PROBE_SEED}), {folds}-fold: each scored by a probe trained on the "
+            f"other {clips - clips // folds} clips for {steps} steps, {seconds:.0f} s")
+
+
 def probe_model(model, clips: int, steps: int, seed: int = PROBE_SEED) -> list[ProbeRow]:
     """Render ``clips`` held-out clips, encode them with ``model``'s frozen encoders, probe."""
     from train.world.pool import precompute, render_pool
@@ -225,15 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=root / "checkpoints" / "toy-world", help="model folder")
-    parser.add_argument("--clips", type=int, default=400, help="held-out clips rendered (80%% train the probe)")
+    parser.add_argument("--clips", type=int, default=400, help="held-out clips (5 folds: each scored once)")
     parser.add_argument("--steps", type=int, default=400, help="probe training steps (batches of 512 questions)")
     parser.add_argument("--out", type=Path, default=None, help="also write probe.json and probe.txt here")
     args = parser.parse_args(argv)
     t0 = time.time()
     model = load_model(args.model, device="cpu")
     rows = probe_model(model, args.clips, args.steps)
-    header = (f"stage-0 probe of {args.model}: {args.clips} held-out clips (seed {PROBE_SEED}), probes trained on "
-              f"the first {int(0.8 * args.clips)} for {args.steps} steps, {time.time() - t0:.0f} s")
+    header = f"stage-0 probe of {args.model}: " + describe(args.clips, args.steps, time.time() - t0)
     print(header)
     print(format_table(rows))
     if args.out is not None:

@@ -146,8 +146,7 @@ def run_probe(model, recipe: Recipe, folder: Path) -> None:
     t0 = time.time()
     with torch.random.fork_rng():  # the probe's own seeds leave the recipe's random stream as it was
         rows = probe.probe_model(model, clips, steps)
-    header = (f"stage-0 probe: {clips} held-out clips (seed {probe.PROBE_SEED}), probes trained on the first "
-              f"{int(0.8 * clips)} for {steps} steps, {time.time() - t0:.0f} s")
+    header = "stage-0 probe: " + probe.describe(clips, steps, time.time() - t0)
     _log(header + "\n" + probe.format_table(rows))
     probe.save_report(rows, folder, header)
 

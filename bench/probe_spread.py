@@ -49,7 +49,6 @@ def format_spread(single: dict, folds: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from model.weights.checkpoint import load_model
-    from train.world.pool import precompute, render_pool
 
     root = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,15 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error("--seeds must be 2 or more: a spread needs two fits")
-    model = load_model(args.model, device="cpu")
-    pool = render_pool(model.config, args.clips, probe.PROBE_SEED)
-    feats = precompute(model, pool)
-    video, audio = feats.get("video"), feats.get("audio")
+    clips = probe.encode_clips(load_model(args.model, device="cpu"), args.clips)
     protocols = {"one split": probe.holdout_mask(args.clips), "5-fold": probe.fold_masks(args.clips)}
     results, seconds = {}, {}
     for name, held in protocols.items():
         t0 = time.time()
-        runs = [probe.probe_features(video, audio, pool.frame_objs, pool.scenes, args.steps, held=held, seed=s)
+        runs = [probe.probe_features(clips.video, clips.audio, clips.frame_objs, clips.scenes, args.steps,
+                                      held=held, seed=s)
                 for s in range(args.seeds)]
         seconds[name] = time.time() - t0
         results[name] = spreads(runs)

@@ -200,7 +200,8 @@ def probe_features(video: torch.Tensor | None, audio: torch.Tensor | None, frame
         if tokens is None or not items:
             continue
         for mask in splits:
-            held_items = [it for it in items if mask[it.clip]]
+            is_held = mask.tolist()  # a list: indexing a tensor per item is slow
+            held_items = [it for it in items if is_held[it.clip]]
             if not held_items or len(held_items) == len(items):
                 continue  # nothing to score, or nothing to train on
             right = fit_probe(tokens, items, kinds, mask, steps, seed)
@@ -235,13 +236,29 @@ def describe(clips: int, steps: int, seconds: float, folds: int = FOLDS) -> str:
             f"other {clips - clips // folds} clips for {steps} steps, {seconds:.0f} s")
 
 
-def probe_model(model, clips: int, steps: int, seed: int = PROBE_SEED) -> list[ProbeRow]:
-    """Render ``clips`` held-out clips, encode them with ``model``'s frozen encoders, probe."""
+@dataclass
+class ProbeClips:
+    """Held-out clips encoded once, to probe as often as wanted (``probe_features`` arguments)."""
+
+    video: torch.Tensor | None  # (N, T, Qi, H)
+    audio: torch.Tensor | None  # (N, C, E)
+    frame_objs: list
+    scenes: list
+
+
+def encode_clips(model, clips: int, seed: int = PROBE_SEED) -> ProbeClips:
+    """Render ``clips`` held-out clips and encode them with ``model``'s frozen encoders."""
     from train.world.pool import precompute, render_pool
 
     pool = render_pool(model.config, clips, seed)
     feats = precompute(model, pool)
-    return probe_features(feats.get("video"), feats.get("audio"), pool.frame_objs, pool.scenes, steps)
+    return ProbeClips(feats.get("video"), feats.get("audio"), pool.frame_objs, pool.scenes)
+
+
+def probe_model(model, clips: int, steps: int, seed: int = PROBE_SEED) -> list[ProbeRow]:
+    """Render and encode ``clips`` held-out clips, probe their features."""
+    c = encode_clips(model, clips, seed)
+    return probe_features(c.video, c.audio, c.frame_objs, c.scenes, steps)
 
 
 def main(argv: list[str] | None = None) -> int:
